@@ -1,0 +1,44 @@
+"""The one exception family users see: bad input, reported as one line, exit status 2.
+
+Every error raised for a bad config, rule expression or data file is a `BacktestError` whose
+message reads ``file: location: what is wrong (hint)``. The CLI prints it alone on stderr and
+exits 2; nothing else in the package prints tracebacks for bad input.
+"""
+
+from __future__ import annotations
+
+
+class BacktestError(Exception):
+    """Bad input detected before (or instead of) doing work; the message is one line."""
+
+
+class ConfigError(BacktestError):
+    """A config or rule expression is invalid.
+
+    `source` is the config file (or ``<dict>`` for API input), `field` the dotted path
+    (``alerts[0].when``), `message` what is wrong and `hint` how to fix it.
+    """
+
+    def __init__(self, source: str, field: str, message: str, hint: str | None = None):
+        self.source, self.field, self.message, self.hint = source, field, message, hint
+        text = f"{source}: {field}: {message}" if field else f"{source}: {message}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class DataError(BacktestError):
+    """A data file is unreadable or breaks a rule (columns, order, prices).
+
+    `row` is the 1-based data row in the file (header excluded) when one row is at fault.
+    """
+
+    def __init__(self, path: str, message: str, row: int | None = None, column: str | None = None):
+        self.path, self.message, self.row, self.column = path, message, row, column
+        where = []
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        loc = (", ".join(where) + ": ") if where else ""
+        super().__init__(f"{path}: {loc}{message}")
