@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class BacktestError(Exception):
-    """Bad input detected before (or instead of) doing work; the message is one line."""
+    """Bad input detected before (or instead of) doing work; the message is one line.
+
+    `detail`, when set, is extra context printed after that line (a rule with a caret under
+    the offending column); the first line stands on its own.
+    """
+
+    detail: str | None = None
 
 
 class ConfigError(BacktestError):

@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make backtest` and `make test`. Both build .venv on first use
+# (and again only when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/rsi.yaml
+ARGS ?=
+
+.PHONY: backtest test lint pytest bench regress regress-update docs clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,dask]'
+	touch $(STAMP)
+
+backtest: $(STAMP)
+	$(PY) -m backtester run $(CONFIG) $(ARGS)
+
+test: lint pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check backtester tests bench
+
+pytest: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+regress: $(STAMP)
+	$(PY) -m backtester regress
+
+regress-update: $(STAMP)
+	$(PY) -m backtester regress --update
+
+docs: $(STAMP)
+	$(PY) -m backtester docs
+
+clean:
+	rm -rf results .pytest_cache .ruff_cache

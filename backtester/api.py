@@ -1,0 +1,246 @@
+"""The public Python API: `backtester.run(config, **overrides) -> RunResult`.
+
+For example::
+
+    import backtester
+    result = backtester.run("configs/rsi.yaml", backend="threading", n_jobs=2, write=False)
+    result.alerts.head()          # timestamp (tz-aware), symbol, alert, close, indicator values
+    result.timing["speedup"]
+
+`config` is a path, a dict with the YAML's structure, or a loaded `Config`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from . import report, stats
+from .bars import BarSet, load_bars
+from .cluster import ClusterResult
+from .config import Config, load_config
+from .execution import ExecutionReport, effective_n_jobs, run_clusters
+from .merge import Merged, merge
+from .plan import Plan, compile_plan
+from .schedule import Layout, schedule
+
+__all__ = ["RunResult", "prepare", "run"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: DataFrames of events, statistics, the timing report and the manifest."""
+
+    config: Config
+    plan: Plan
+    alerts: pd.DataFrame
+    forward: pd.DataFrame
+    trades: pd.DataFrame
+    summary: dict[str, Any]
+    stats: dict[str, Any]
+    timing: dict[str, Any]
+    manifest: dict[str, Any]
+    output_dir: Path | None = None
+    layout: Layout | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated config with its data loaded, its plan compiled and its clusters laid out."""
+
+    config: Config
+    plan: Plan
+    bars: BarSet
+    layout: Layout
+    backend: str
+    backend_reason: str
+    n_workers: int
+
+
+def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
+            bars: BarSet | None = None, **overrides) -> Prepared:
+    """Validate the config and rules, load and validate the data, and lay out the clusters.
+
+    Every input error surfaces here, before any computation, as a `BacktestError`.
+    """
+    cfg = load_config(config).with_overrides(**overrides)
+    compile_plan(cfg)  # rule errors before any data is read
+    if bars is None:
+        bars = load_bars(cfg.data.path, timezone=cfg.data.timezone, calendar=cfg.data.calendar,
+                         symbols=cfg.data.symbols, start=cfg.data.start, end=cfg.data.end,
+                         bar_stamp=cfg.data.bar_stamp)
+    plan = compile_plan(cfg, bars.bar_ns)
+    backend, reason = choose_backend(cfg, plan, bars)
+    workers = effective_n_jobs(backend, cfg.execution.n_jobs)
+    layout = schedule(plan, bars, cfg.schedule, workers)
+    return Prepared(cfg, plan, bars, layout, backend, reason, workers)
+
+
+def choose_backend(cfg: Config, plan: Plan, bars: BarSet) -> tuple[str, str]:
+    """The backend to use and why: the config's, unless it says `auto`."""
+    backend = cfg.execution.backend
+    if backend != "auto":
+        return backend, "configured"
+    if bars.n_bars < 200_000:
+        return "sequential", f"{bars.n_bars:,} bars: too little work for workers to pay off"
+    if plan.releases_gil:
+        return "threading", "every kernel in the plan releases the GIL: threads share the bars"
+    return "loky", "some kernel holds the GIL: processes"
+
+
+def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str | None = None,
+        n_jobs: int | None = None, out: str | os.PathLike | None = None,
+        compare_sequential: bool | None = None, cluster_by: Any = None, write: bool = True,
+        bars: BarSet | None = None,
+        progress: Callable[[ClusterResult, int], None] | None = None) -> RunResult:
+    """Run a backtest and (unless `write=False`) write its outputs atomically to `output.dir`.
+
+    Keyword overrides take precedence over the config. With `compare_sequential`, the same
+    clusters also run sequentially and `timing["identical"]` records whether both results match
+    exactly (they must).
+    """
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    prep = prepare(config, bars=bars, backend=backend, n_jobs=n_jobs, out=out,
+                   compare_sequential=compare_sequential, cluster_by=cluster_by)
+    cfg, plan, barset, layout = prep.config, prep.plan, prep.bars, prep.layout
+    clusters = layout.clusters
+    exe = cfg.execution
+    callback = None
+    if progress is not None:
+        def callback(result: ClusterResult) -> None:
+            progress(result, len(clusters))
+
+    sequential: ExecutionReport | None = None
+    if exe.compare_sequential and prep.backend != "sequential":
+        sequential = run_clusters(plan, clusters, barset, backend="sequential", n_jobs=1)
+    parallel = run_clusters(plan, clusters, barset, backend=prep.backend, n_jobs=exe.n_jobs,
+                            batch_size=exe.batch_size, address=exe.address, progress=callback)
+    merged = merge(plan, parallel.results, barset)
+    identical = None
+    if sequential is not None:
+        identical = same_events(merged, merge(plan, sequential.results, barset))
+    timing = timing_report(cfg, prep, parallel, sequential, identical)
+    summary = summarise(cfg, plan, barset, layout, merged)
+    horizons = {h.label: h for a in cfg.alerts for h in a.forward}
+    run_stats = stats.compute_stats(merged.alerts, merged.trades, merged.forward,
+                                    list(horizons.values()), timezone=barset.timezone,
+                                    n_bars=barset.n_bars)
+    summary["stats"] = run_stats
+    manifest = make_manifest(cfg, prep, started, time.perf_counter() - t0)
+    output_dir = None
+    if write:
+        output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest)
+    return RunResult(config=cfg, plan=plan, alerts=merged.alerts, forward=merged.forward,
+                     trades=merged.trades, summary=summary, stats=run_stats, timing=timing,
+                     manifest=manifest, output_dir=output_dir, layout=layout)
+
+
+def same_events(a: Merged, b: Merged) -> bool:
+    """Bit-for-bit equality of the events of two merges (NaN equal to NaN)."""
+    for x, y in ((a.alerts, b.alerts), (a.forward, b.forward), (a.trades, b.trades)):
+        if x.shape != y.shape or list(x.columns) != list(y.columns):
+            return False
+        if not x.equals(y):
+            return False
+    return True
+
+
+def timing_report(cfg: Config, prep: Prepared, parallel: ExecutionReport,
+                  sequential: ExecutionReport | None, identical: bool | None) -> dict[str, Any]:
+    bars = prep.bars.n_bars
+
+    def block(r: ExecutionReport) -> dict[str, Any]:
+        return {"backend": r.backend, "n_jobs": r.n_jobs, "tasks": r.n_tasks,
+                "wall_seconds": r.wall_seconds, "startup_seconds": r.startup_seconds,
+                "total_seconds": r.total_seconds, "cpu_seconds": r.cpu_seconds,
+                "bars_per_second": bars / r.total_seconds if r.total_seconds > 0 else 0.0}
+
+    timing: dict[str, Any] = {
+        "name": cfg.name, "bars": bars, "symbols": len(prep.bars.symbols),
+        "clusters": len(prep.layout.clusters), "layout": prep.layout.cluster_by,
+        "layout_reason": prep.layout.reason, "backend_reason": prep.backend_reason,
+        "parallel": block(parallel), "sequential": block(sequential) if sequential else None,
+        "cluster_seconds": list(parallel.cluster_seconds),
+    }
+    if sequential is not None:
+        speedup = sequential.total_seconds / parallel.total_seconds
+        steady = sequential.wall_seconds / parallel.wall_seconds
+        timing.update(speedup=speedup, speedup_steady=steady,
+                      efficiency=speedup / max(1, parallel.n_jobs), identical=identical)
+    return timing
+
+
+def summarise(cfg: Config, plan: Plan, barset: BarSet, layout: Layout,
+              merged: Merged) -> dict[str, Any]:
+    """Fires per alert and per exchange-local hour of day, plus the run's shape."""
+    alerts = merged.alerts
+    per_alert = {a.name: 0 for a in plan.alerts}
+    per_hour: dict[str, dict[str, int]] = {a.name: {} for a in plan.alerts}
+    if len(alerts):
+        for name, count in alerts.groupby("alert", sort=False).size().items():
+            per_alert[str(name)] = int(count)
+        hours = alerts["timestamp"].dt.hour
+        for (name, hour), count in alerts.groupby([alerts["alert"], hours]).size().items():
+            per_hour[str(name)][f"{int(hour):02d}"] = int(count)
+    return {
+        "name": cfg.name, "config": cfg.source, "bars": barset.n_bars,
+        "symbols": list(barset.symbols), "clusters": len(layout.clusters),
+        "first_bar": _iso(barset, min((b.timestamp[0] for b in barset.bars.values() if len(b)),
+                                      default=None)),
+        "last_bar": _iso(barset, max((b.timestamp[-1] for b in barset.bars.values() if len(b)),
+                                     default=None)),
+        "fires": per_alert, "fires_by_hour": per_hour, "candidates": merged.candidates,
+        "suppressed_by_state": merged.suppressed, "trades": int(len(merged.trades)),
+    }
+
+
+def _iso(barset: BarSet, ns: Any) -> str | None:
+    if ns is None:
+        return None
+    return pd.Timestamp(int(ns), tz="UTC").tz_convert(barset.timezone).isoformat()
+
+
+def make_manifest(cfg: Config, prep: Prepared, started: dt.datetime,
+                  seconds: float) -> dict[str, Any]:
+    return {
+        "engine": report.versions().get("backtester"),
+        "git_revision": report.git_revision(),
+        "versions": report.versions(),
+        "config": {"source": cfg.source, "sha256": cfg.content_hash, "name": cfg.name},
+        "data": [{"path": f.path, "rows": f.rows, "sha256": f.sha256} for f in prep.bars.files],
+        "layout": {"cluster_by": prep.layout.cluster_by, "clusters": len(prep.layout.clusters),
+                   "warmup_bars": prep.plan.warmup_bars,
+                   "warmup_sessions": prep.plan.warmup_sessions,
+                   "lookahead_bars": prep.plan.lookahead_bars},
+        "backend": prep.backend, "n_jobs": prep.n_workers,
+        "started": started.isoformat(), "duration_seconds": seconds,
+        "joblib_cpu_count": joblib.cpu_count(), "numpy": np.__version__,
+    }
+
+
+def write_outputs(cfg: Config, merged: Merged, summary: dict, run_stats: dict, timing: dict,
+                  manifest: dict) -> Path:
+    with report.AtomicFolder(cfg.output.dir) as folder:
+        tmp = folder.path
+        report.write_frame(merged.alerts, tmp, "alerts", report.ALERT_COLUMNS)
+        if any(a.forward for a in cfg.alerts):
+            report.write_frame(merged.forward, tmp, "forward", ["timestamp", "symbol", "alert"])
+        if any(a.trade is not None for a in cfg.alerts):
+            report.write_frame(merged.trades, tmp, "trades", report.TRADE_COLUMNS)
+        report.write_json(summary, tmp / "summary.json")
+        (tmp / "summary.md").write_text(stats.render_markdown(run_stats, title=cfg.name),
+                                        encoding="utf-8")
+        report.write_json(timing, tmp / "timing.json")
+        (tmp / "timing.md").write_text(report.timing_markdown(timing), encoding="utf-8")
+        report.write_json(manifest, tmp / "manifest.json")
+        return folder.commit()

@@ -1,0 +1,168 @@
+"""Evaluate one cluster: indicators, rule masks, candidate alerts and their outcomes.
+
+`run_cluster(plan, cluster, bars, sessions)` is a pure function of its arguments: it reads no
+files, touches no globals and returns plain numpy arrays, so it gives the same bits in a thread,
+a process or on another machine. `bars` is the cluster's slice `[read_start, read_end)` of the
+symbol's bars.
+
+Candidates are every bar in the signal range where the rule is true and the alert's time
+filters allow it; cooldowns, once-per-day and rearming are resolved later in the merge, because
+they depend on what happened in earlier clusters. Each candidate also gets its forward returns
+and (when the alert has a `trade:` block) its trade simulated as if it were taken.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import expr, trades
+from .bars import SymbolBars
+from .plan import AlertPlan, Plan
+from .schedule import Cluster
+from .sessions import SessionTable
+
+MINUTE_NS = 60 * 10**9
+
+
+@dataclass(frozen=True)
+class AlertEvents:
+    """Candidate events of one alert in one cluster (rows are absolute rows of the symbol)."""
+
+    alert: int
+    row: np.ndarray                      # int64
+    timestamp: np.ndarray                # int64 UTC ns
+    session: np.ndarray                  # int64 session index (for once_per_day)
+    values: dict[str, np.ndarray]        # close and the rule's indicator values at the signal bar
+    forward: dict[str, np.ndarray]
+    trades: dict[str, np.ndarray] | None  # entry/exit rows absolute, times in ns
+    rearm_runs: np.ndarray               # (k, 2) int64: first/last timestamp of each run of bars
+                                         # in the signal range where the rearm rule is true
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    cluster: Cluster
+    events: tuple[AlertEvents, ...]
+    seconds: float
+    n_bars: int
+
+
+def context_arrays(bars: SymbolBars, sessions: SessionTable | None) -> dict[str, np.ndarray]:
+    """The named input arrays of the rule language for `bars` (views, no copies of OHLCV)."""
+    arrays = {"open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close,
+              "volume": bars.volume, "timestamp": bars.timestamp,
+              "session": bars.session.astype(np.int64)}
+    if sessions is not None:
+        arrays["minute_of_day"] = minute_of_day(bars.timestamp, bars.session, sessions)
+    return arrays
+
+
+def minute_of_day(timestamp: np.ndarray, session: np.ndarray, sessions: SessionTable) -> np.ndarray:
+    """Exchange-local minutes since midnight of each bar's open time.
+
+    The UTC offset is looked up once per session (at its open and its close); only a session that
+    spans a DST change is converted bar by bar.
+    """
+    if len(timestamp) == 0:
+        return np.zeros(0, dtype=np.int64)
+    first, last = int(session[0]), int(session[-1])
+    idx = np.arange(first, last + 1)
+    offsets = []
+    for edge in (sessions.open_ns[idx], sessions.close_ns[idx] - 1):
+        utc = pd.DatetimeIndex(edge.astype("datetime64[ns]"), tz="UTC")
+        local = utc.tz_convert(sessions.timezone).tz_localize(None)
+        offsets.append(local.asi8 - utc.tz_localize(None).asi8)
+    offset = offsets[0][session - first]
+    local_ns = timestamp + offset
+    changed = np.flatnonzero(offsets[0] != offsets[1])
+    if len(changed):
+        mask = np.isin(session - first, changed)
+        utc = pd.DatetimeIndex(timestamp[mask].astype("datetime64[ns]"), tz="UTC")
+        local_ns[mask] = utc.tz_convert(sessions.timezone).tz_localize(None).asi8
+    return (local_ns // MINUTE_NS) % 1440
+
+
+def time_filter(alert: AlertPlan, arrays: dict[str, np.ndarray], sessions: SessionTable) -> np.ndarray:
+    """Bars where the alert's time rules allow it to fire (between, days, skip_first/last, dates)."""
+    cfg = alert.config
+    n = len(arrays["close"])
+    allowed = np.ones(n, dtype=bool)
+    if cfg.between:
+        minute = arrays["minute_of_day"]
+        inside = np.zeros(n, dtype=bool)
+        for start, end in cfg.between:
+            inside |= (minute >= start) & (minute < end)
+        allowed &= inside
+    session = arrays["session"]
+    if cfg.days or cfg.exclude_dates:
+        dates = sessions.dates[session].astype("datetime64[D]")
+        if cfg.days:
+            weekday = (dates.astype(np.int64) + 3) % 7
+            allowed &= np.isin(weekday, cfg.days)
+        if cfg.exclude_dates:
+            allowed &= ~np.isin(dates, np.array(cfg.exclude_dates, dtype="datetime64[D]"))
+    ts = arrays["timestamp"]
+    if cfg.skip_first:
+        allowed &= ts >= sessions.open_ns[session] + cfg.skip_first * MINUTE_NS
+    if cfg.skip_last:
+        allowed &= ts < sessions.close_ns[session] - cfg.skip_last * MINUTE_NS
+    return allowed
+
+
+def run_cluster(plan: Plan, cluster: Cluster, bars: SymbolBars,
+                sessions: SessionTable) -> ClusterResult:
+    """Candidate events of every alert in `cluster`; `bars` is its `[read_start, read_end)` slice."""
+    began = time.perf_counter()
+    arrays = context_arrays(bars, sessions)
+    ctx = expr.Context(arrays, anchors=dict(cluster.anchors))
+    values = expr.evaluate(plan.roots, ctx)
+    lo, hi = cluster.start - cluster.read_start, cluster.end - cluster.read_start
+    offset = cluster.read_start
+    events = []
+    for alert in plan.alerts:
+        mask = expr.is_true(values[alert.rule]) & time_filter(alert, arrays, sessions)
+        local = np.flatnonzero(mask[lo:hi]) + lo
+        columns = {"close": bars.close[local]}
+        for name, node in alert.columns:
+            columns[name] = values[node][local]
+        forward = {}
+        if alert.config.forward:
+            forward = trades.forward_returns(
+                alert.config.forward, local, timestamp=bars.timestamp, close=bars.close,
+                high=bars.high, low=bars.low, session=bars.session, data_end=cluster.data_end)
+        simulated = None
+        if alert.config.trade is not None:
+            exit_signal = None
+            if alert.exit_rule is not None:
+                exit_signal = expr.is_true(values[alert.exit_rule])
+            atr = {p: values[node] for p, node in alert.atr} or None
+            simulated = trades.simulate(
+                alert.config.trade, local.astype(np.int64), timestamp=bars.timestamp,
+                open=bars.open, high=bars.high, low=bars.low, close=bars.close,
+                session=bars.session, atr=atr, exit_signal=exit_signal, data_end=cluster.data_end)
+            simulated = dict(simulated)
+            for key in ("signal_idx", "entry_idx", "exit_idx"):
+                simulated[key] = np.asarray(simulated[key], dtype=np.int64) + offset
+        rearm_runs = np.zeros((0, 2), dtype=np.int64)
+        if alert.rearm is not None:
+            rearm_runs = _true_runs(expr.is_true(values[alert.rearm][lo:hi]), bars.timestamp[lo:hi])
+        events.append(AlertEvents(
+            alert=alert.index, row=local.astype(np.int64) + offset,
+            timestamp=bars.timestamp[local], session=bars.session[local].astype(np.int64),
+            values=columns, forward=forward, trades=simulated, rearm_runs=rearm_runs))
+    return ClusterResult(cluster=cluster, events=tuple(events),
+                         seconds=time.perf_counter() - began, n_bars=cluster.n_bars)
+
+
+def _true_runs(mask: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """(first, last) timestamps of each maximal run of True in `mask`."""
+    if not mask.any():
+        return np.zeros((0, 2), dtype=np.int64)
+    padded = np.concatenate(([False], mask, [False]))
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    starts, stops = edges[0::2], edges[1::2] - 1
+    return np.stack([timestamp[starts], timestamp[stops]], axis=1).astype(np.int64)

@@ -1,0 +1,496 @@
+"""YAML (or a dict) -> a frozen, typed `Config`, with every error naming the file and field.
+
+The schema is the one in DESIGN.md. Names, once shipped, are kept: new keys are added, old ones
+are never renamed. Unknown keys are errors (a typo must not silently disable a filter).
+
+Example::
+
+    >>> cfg = load_config({"name": "x", "data": {"path": "data/sample/bars_1min.parquet"},
+    ...                    "alerts": [{"name": "a", "when": "rsi(14) < 30"}]})
+    >>> cfg.alerts[0].when
+    'rsi(14) < 30'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .trades import Horizon, TradeSpec, parse_forward, parse_trade
+
+LAYOUTS = ("day", "week", "month", "quarter", "year", "auto")
+BACKENDS = ("auto", "sequential", "threading", "loky", "multiprocessing", "dask")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|sec|secs|second|seconds|m|min|mins|minute|"
+                       r"minutes|h|hr|hrs|hour|hours|d|day|days)\s*$")
+_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9,
+            "d": 86400 * 10**9}
+_BARS = re.compile(r"^\s*(\d+)\s*(bar|bars)\s*$")
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the bars come from and how to read their timestamps."""
+
+    path: str
+    symbols: tuple[str, ...] | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+    timezone: str = "America/New_York"
+    calendar: str = "XNYS"
+    bar_stamp: str = "open"
+
+
+@dataclass(frozen=True)
+class Cooldown:
+    """Minimum spacing between two fires of one alert on one symbol: bars or nanoseconds."""
+
+    bars: int | None = None
+    duration_ns: int | None = None
+
+    def describe(self) -> str:
+        if self.bars is not None:
+            return f"{self.bars} bars"
+        return f"{self.duration_ns / 60e9:g}min"
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """One alert: a rule, when it may fire, and what to measure after it fires."""
+
+    name: str
+    when: str
+    between: tuple[tuple[int, int], ...] = ()   # exchange-local minutes since midnight, [start, end)
+    days: tuple[int, ...] = ()                  # allowed weekdays, 0 = Monday; () = every day
+    skip_first: int = 0                         # minutes after each session's open
+    skip_last: int = 0                          # minutes before each session's close
+    exclude_dates: tuple[dt.date, ...] = ()
+    cooldown: Cooldown | None = None
+    once_per_day: bool = False
+    rearm_when: str | None = None
+    forward: tuple[Horizon, ...] = ()
+    trade: TradeSpec | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How the date range is cut into clusters: a calendar period, {bars: N}, {count: N} or auto."""
+
+    cluster_by: str = "auto"
+    size: int | None = None   # N for `bars` and `count`
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """Which engine runs the clusters, with how many workers."""
+
+    backend: str = "loky"
+    n_jobs: int = -1
+    compare_sequential: bool = False
+    address: str | None = None       # dask scheduler; None -> LocalCluster
+    batch_size: int | str = "auto"   # clusters per task
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated run description. `source` names where it came from (file or ``<dict>``)."""
+
+    name: str
+    data: DataConfig
+    alerts: tuple[AlertConfig, ...]
+    define: tuple[tuple[str, str], ...] = ()
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    output: OutputConfig = field(default_factory=lambda: OutputConfig("results"))
+    source: str = "<dict>"
+    content_hash: str = ""
+
+    def with_overrides(self, *, backend: str | None = None, n_jobs: int | None = None,
+                       out: str | None = None, compare_sequential: bool | None = None,
+                       cluster_by: str | Mapping | None = None) -> Config:
+        """A copy with CLI/API overrides applied and validated like the file's own values."""
+        execution = self.execution
+        if backend is not None:
+            execution = replace(execution, backend=_choice(backend, BACKENDS, self.source,
+                                                           "execution.backend"))
+        if n_jobs is not None:
+            execution = replace(execution, n_jobs=_n_jobs(n_jobs, self.source, "execution.n_jobs"))
+        if compare_sequential is not None:
+            execution = replace(execution, compare_sequential=bool(compare_sequential))
+        output = OutputConfig(str(out)) if out is not None else self.output
+        schedule = self.schedule
+        if cluster_by is not None:
+            schedule = _schedule({"cluster_by": cluster_by}, self.source, "schedule")
+        return replace(self, execution=execution, output=output, schedule=schedule)
+
+
+def load_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
+    """Read and validate a config file (YAML, via `yaml.safe_load`) or an equivalent dict.
+
+    Relative `data.path` and `output.dir` in a file are taken relative to the working directory,
+    as `make backtest` runs from the repository root. Raises `ConfigError` on the first problem.
+    """
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        raw, source = dict(config), "<dict>"
+        text = json.dumps(raw, sort_keys=True, default=str)
+    else:
+        source = str(config)
+        try:
+            text = Path(config).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(source, "", "config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, "", f"cannot read config: {exc}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(source, where, f"invalid YAML: {problem}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "", f"expected a mapping at the top level, got {_kind(raw)}")
+    return _config(raw, source, hashlib.sha256(text.encode()).hexdigest())
+
+
+# --------------------------------------------------------------------------- sections
+
+def _config(raw: Mapping, source: str, content_hash: str) -> Config:
+    _keys(raw, {"name", "data", "alerts", "define", "schedule", "execution", "output"}, source, "")
+    name = _string(_required(raw, "name", source, ""), source, "name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(source, "name", f"{name!r} cannot name a results folder",
+                          "use letters, digits, '-', '_' or '.'")
+    data = _data(_required(raw, "data", source, ""), source, "data")
+    define = _define(raw.get("define", {}), source, "define")
+    alerts_raw = _required(raw, "alerts", source, "")
+    if not isinstance(alerts_raw, list) or not alerts_raw:
+        raise ConfigError(source, "alerts", "expected a non-empty list of alerts")
+    alerts = tuple(_alert(a, source, f"alerts[{i}]") for i, a in enumerate(alerts_raw))
+    seen: set[str] = set()
+    for i, alert in enumerate(alerts):
+        if alert.name in seen:
+            raise ConfigError(source, f"alerts[{i}].name", f"duplicate alert name {alert.name!r}")
+        seen.add(alert.name)
+    schedule = _schedule(raw.get("schedule", {}), source, "schedule")
+    execution = _execution(raw.get("execution", {}), source, "execution")
+    out = raw.get("output", {})
+    _mapping(out, source, "output")
+    _keys(out, {"dir"}, source, "output")
+    output = OutputConfig(_string(out.get("dir", f"results/{name}"), source, "output.dir"))
+    return Config(name=name, data=data, alerts=alerts, define=define, schedule=schedule,
+                  execution=execution, output=output, source=source, content_hash=content_hash)
+
+
+def _data(raw: Any, source: str, where: str) -> DataConfig:
+    _mapping(raw, source, where)
+    _keys(raw, {"path", "symbols", "start", "end", "timezone", "calendar", "bar_stamp"}, source, where)
+    path = _string(_required(raw, "path", source, where), source, f"{where}.path")
+    symbols = raw.get("symbols")
+    if symbols is not None:
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        if not isinstance(symbols, list) or not symbols:
+            raise ConfigError(source, f"{where}.symbols", "expected a non-empty list of symbols")
+        symbols = tuple(_string(s, source, f"{where}.symbols[{i}]") for i, s in enumerate(symbols))
+    start = _date(raw.get("start"), source, f"{where}.start")
+    end = _date(raw.get("end"), source, f"{where}.end")
+    if start and end and end < start:
+        raise ConfigError(source, f"{where}.end", f"{end} is before start {start}")
+    timezone = _string(raw.get("timezone", "America/New_York"), source, f"{where}.timezone")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(timezone)
+    except Exception:
+        raise ConfigError(source, f"{where}.timezone", f"unknown time zone {timezone!r}",
+                          "use an IANA name like America/New_York") from None
+    calendar = raw.get("calendar", "XNYS")
+    calendar = "none" if calendar is None or calendar is False else _string(calendar, source,
+                                                                          f"{where}.calendar")
+    if calendar.lower() == "none":
+        calendar = "none"
+    else:
+        try:
+            import exchange_calendars
+
+            names = exchange_calendars.get_calendar_names(include_aliases=True)
+        except Exception:  # pragma: no cover - the dependency is required
+            names = [calendar]
+        if calendar not in names:
+            close = difflib.get_close_matches(calendar, names, n=1)
+            hint = f"did you mean {close[0]!r}? or `none` to infer sessions from the bars" if close \
+                else "use an exchange_calendars name like XNYS, or `none` to infer sessions"
+            raise ConfigError(source, f"{where}.calendar", f"unknown calendar {calendar!r}", hint)
+    bar_stamp = _choice(raw.get("bar_stamp", "open"), ("open", "close"), source, f"{where}.bar_stamp")
+    return DataConfig(path=path, symbols=symbols, start=start, end=end, timezone=timezone,
+                      calendar=calendar, bar_stamp=bar_stamp)
+
+
+def _define(raw: Any, source: str, where: str) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    _mapping(raw, source, where)
+    out = []
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(source, f"{where}.{key}", "a definition name must be an identifier")
+        out.append((key, _expression(value, source, f"{where}.{key}")))
+    return tuple(out)
+
+
+_ALERT_KEYS = {"name", "when", "between", "days", "skip_first", "skip_last", "exclude_dates",
+               "cooldown", "once_per_day", "rearm_when", "forward", "trade"}
+
+
+def _alert(raw: Any, source: str, where: str) -> AlertConfig:
+    _mapping(raw, source, where)
+    _keys(raw, _ALERT_KEYS, source, where)
+    name = _string(_required(raw, "name", source, where), source, f"{where}.name")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+        raise ConfigError(source, f"{where}.name", f"{name!r} is not a usable alert name",
+                          "use letters, digits, '_', '-' or '.'")
+    when = _expression(_required(raw, "when", source, where), source, f"{where}.when")
+    between = _between(raw.get("between"), source, f"{where}.between")
+    days = _days(raw.get("days"), source, f"{where}.days")
+    skip_first = _minutes(raw.get("skip_first", 0), source, f"{where}.skip_first")
+    skip_last = _minutes(raw.get("skip_last", 0), source, f"{where}.skip_last")
+    excl = raw.get("exclude_dates") or []
+    if not isinstance(excl, list):
+        excl = [excl]
+    exclude = tuple(sorted(_date(d, source, f"{where}.exclude_dates[{i}]") for i, d in enumerate(excl)))
+    cooldown = _cooldown(raw.get("cooldown"), source, f"{where}.cooldown")
+    once = _bool(raw.get("once_per_day", False), source, f"{where}.once_per_day")
+    rearm = raw.get("rearm_when")
+    rearm = None if rearm is None else _expression(rearm, source, f"{where}.rearm_when")
+    forward = parse_forward(raw.get("forward", []), source, f"{where}.forward")
+    trade_raw = raw.get("trade")
+    trade = None if trade_raw is None else parse_trade(trade_raw, source, f"{where}.trade")
+    return AlertConfig(name=name, when=when, between=between, days=days, skip_first=skip_first,
+                       skip_last=skip_last, exclude_dates=exclude, cooldown=cooldown,
+                       once_per_day=once, rearm_when=rearm, forward=forward, trade=trade)
+
+
+def _schedule(raw: Any, source: str, where: str) -> ScheduleConfig:
+    if raw is None:
+        return ScheduleConfig()
+    _mapping(raw, source, where)
+    _keys(raw, {"cluster_by"}, source, where)
+    value = raw.get("cluster_by", "auto")
+    hint = "use day, week, month, quarter, year, auto, {bars: N} or {count: N}"
+    if isinstance(value, Mapping):
+        if len(value) != 1 or next(iter(value)) not in ("bars", "count"):
+            raise ConfigError(source, f"{where}.cluster_by", f"{dict(value)!r} is not a layout", hint)
+        (kind, size), = value.items()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(source, f"{where}.cluster_by.{kind}",
+                              f"expected a positive integer, got {size!r}")
+        return ScheduleConfig(cluster_by=kind, size=size)
+    if not isinstance(value, str) or value not in LAYOUTS:
+        raise ConfigError(source, f"{where}.cluster_by", f"{value!r} is not a layout", hint)
+    return ScheduleConfig(cluster_by=value)
+
+
+def _execution(raw: Any, source: str, where: str) -> ExecutionConfig:
+    if raw is None:
+        return ExecutionConfig()
+    _mapping(raw, source, where)
+    _keys(raw, {"backend", "n_jobs", "compare_sequential", "address", "batch_size"}, source, where)
+    backend = _choice(raw.get("backend", "loky"), BACKENDS, source, f"{where}.backend")
+    n_jobs = _n_jobs(raw.get("n_jobs", -1), source, f"{where}.n_jobs")
+    compare = _bool(raw.get("compare_sequential", False), source, f"{where}.compare_sequential")
+    address = raw.get("address")
+    if address is not None:
+        address = _string(address, source, f"{where}.address")
+    batch = raw.get("batch_size", "auto")
+    if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ConfigError(source, f"{where}.batch_size", f"expected 'auto' or a positive integer, "
+                          f"got {batch!r}")
+    return ExecutionConfig(backend=backend, n_jobs=n_jobs, compare_sequential=compare,
+                           address=address, batch_size=batch)
+
+
+# --------------------------------------------------------------------------- value parsers
+
+def parse_duration_ns(value: Any) -> int | None:
+    """'30min' / '1h' / '90s' -> nanoseconds; None when `value` is not a duration."""
+    if not isinstance(value, str):
+        return None
+    m = _DURATION.match(value.lower())
+    if not m:
+        return None
+    unit = m.group(2)
+    key = "m" if unit.startswith("mi") or unit == "m" else unit[0] if unit not in ("ns", "us", "ms") \
+        else unit
+    if unit in ("sec", "secs", "second", "seconds"):
+        key = "s"
+    return int(round(float(m.group(1)) * _UNIT_NS[key]))
+
+
+def _cooldown(raw: Any, source: str, where: str) -> Cooldown | None:
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+        return Cooldown(bars=raw)
+    if isinstance(raw, str):
+        m = _BARS.match(raw.lower())
+        if m and int(m.group(1)) >= 1:
+            return Cooldown(bars=int(m.group(1)))
+        ns = parse_duration_ns(raw)
+        if ns:
+            return Cooldown(duration_ns=ns)
+    raise ConfigError(source, where, f"expected a duration like '30min' or a bar count like 10, "
+                      f"got {raw!r}")
+
+
+def _between(raw: Any, source: str, where: str) -> tuple[tuple[int, int], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(source, where, "expected a window like [\"09:30\", \"10:30\"] or a list "
+                          "of such windows")
+    windows = [raw] if all(isinstance(x, str) for x in raw) else raw
+    out = []
+    for i, window in enumerate(windows):
+        here = where if windows is not raw else f"{where}[{i}]"
+        if not isinstance(window, list) or len(window) != 2:
+            raise ConfigError(source, here, f"expected [start, end] as \"HH:MM\" strings, got {window!r}")
+        start, end = (_hhmm(t, source, here) for t in window)
+        if end <= start:
+            raise ConfigError(source, here, f"end {window[1]} is not after start {window[0]}",
+                              "windows do not wrap past midnight; use two windows")
+        out.append((start, end))
+    return tuple(sorted(out))
+
+
+def _hhmm(value: Any, source: str, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 09:30 as the sexagesimal integer 570.
+        if 0 <= value < 24 * 60:
+            return value
+    if isinstance(value, str):
+        m = _HHMM.match(value.strip())
+        if m:
+            return int(m.group(1)) * 60 + int(m.group(2))
+    raise ConfigError(source, where, f"expected a time like \"09:30\", got {value!r}")
+
+
+def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, list) else [raw]
+    out = set()
+    for i, item in enumerate(items):
+        key = str(item).strip().lower()[:3]
+        if key not in WEEKDAYS:
+            raise ConfigError(source, f"{where}[{i}]" if isinstance(raw, list) else where,
+                              f"{item!r} is not a weekday", "use mon, tue, wed, thu, fri, sat, sun")
+        out.add(WEEKDAYS.index(key))
+    return tuple(sorted(out))
+
+
+def _minutes(raw: Any, source: str, where: str) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    ns = parse_duration_ns(raw)
+    if ns is not None and ns % (60 * 10**9) == 0:
+        return ns // (60 * 10**9)
+    raise ConfigError(source, where, f"expected whole minutes like 5 or '15min', got {raw!r}")
+
+
+def _date(raw: Any, source: str, where: str) -> dt.date | None:
+    if raw is None:
+        return None
+    if isinstance(raw, dt.datetime):
+        return raw.date()
+    if isinstance(raw, dt.date):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return dt.date.fromisoformat(raw.strip())
+        except ValueError:
+            pass
+    raise ConfigError(source, where, f"expected a date like 2024-01-02, got {raw!r}")
+
+
+def _expression(raw: Any, source: str, where: str) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise ConfigError(source, where, f"expected a rule expression string, got {_kind(raw)}")
+    text = str(raw).strip()
+    if not text:
+        raise ConfigError(source, where, "empty rule expression")
+    return text
+
+
+def _n_jobs(raw: Any, source: str, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw == 0:
+        raise ConfigError(source, where, f"expected a non-zero integer (-1 = all cores), got {raw!r}")
+    return raw
+
+
+def _choice(raw: Any, choices: tuple[str, ...], source: str, where: str) -> str:
+    if isinstance(raw, str) and raw in choices:
+        return raw
+    close = difflib.get_close_matches(str(raw), choices, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
+    raise ConfigError(source, where, f"{raw!r} is not one of {', '.join(choices)}", hint)
+
+
+def _bool(raw: Any, source: str, where: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    raise ConfigError(source, where, f"expected true or false, got {raw!r}")
+
+
+def _string(raw: Any, source: str, where: str) -> str:
+    if isinstance(raw, str) and raw.strip():
+        return raw.strip()
+    raise ConfigError(source, where, f"expected a non-empty string, got {_kind(raw)}")
+
+
+def _required(raw: Mapping, key: str, source: str, where: str) -> Any:
+    if key not in raw or raw[key] is None:
+        raise ConfigError(source, f"{where}.{key}" if where else key, "is required")
+    return raw[key]
+
+
+def _mapping(raw: Any, source: str, where: str) -> None:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, where, f"expected a mapping, got {_kind(raw)}")
+
+
+def _keys(raw: Mapping, allowed: set[str], source: str, where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(sorted(allowed))}"
+            raise ConfigError(source, f"{where}.{key}" if where else str(key), "unknown key", hint)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"

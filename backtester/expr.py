@@ -1,0 +1,853 @@
+"""The rule language: safe parse -> expression graph -> vectorised evaluation.
+
+Rules are Python-like expressions (``rsi(14) < 30 and close > sma(50)``) parsed with `ast` and
+checked against a whitelist: numbers, percentages (``1.5%``), bar fields, arithmetic,
+comparisons (chained too), ``and``/``or``/``not``, indicator calls with named outputs
+(``macd(12, 26, 9).signal``) and the functions in `FUNCTIONS`. Nothing is ever evaluated by
+Python: the tree is translated into frozen, hashable nodes, so equal sub-expressions are one node
+and are computed once per cluster.
+
+Values are float64 arrays aligned with the bars. Numbers use NaN for "missing" (warm-up, a
+division by zero). Conditions use 1.0 (true), 0.0 (false) and NaN (unknown): a comparison with a
+missing value is unknown, ``not unknown`` is unknown, ``false and unknown`` is false, ``true or
+unknown`` is true (SQL's three-valued logic). An alert fires only where its rule is exactly true.
+
+Time: a rule at bar t sees bars <= t only. Every function here looks back, never forward.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import indicators
+from .errors import ConfigError
+
+FIELDS = ("open", "high", "low", "close", "volume", "hl2", "hlc3", "ohlc4")
+NUMBER, BOOL = "number", "bool"
+
+
+# --------------------------------------------------------------------------- nodes
+
+class Node:
+    """Base of the expression graph. Subclasses are frozen dataclasses (hashable, comparable)."""
+
+    kind: str = NUMBER
+
+    def children(self) -> tuple[Node, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Num(Node):
+    value: float
+    is_bool: bool = False
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return BOOL if self.is_bool else NUMBER
+
+    def __str__(self) -> str:
+        if self.is_bool:
+            return "true" if self.value else "false"
+        return f"{self.value:g}"
+
+
+@dataclass(frozen=True)
+class Field(Node):
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Ind(Node):
+    """An indicator value: `name(source?, *params).output`."""
+
+    name: str
+    source: Node | None
+    params: tuple[tuple[str, float], ...]
+    output: str | None = None
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.source,) if self.source is not None else ()
+
+    def __str__(self) -> str:
+        args = [str(self.source)] if self.source is not None else []
+        args += [f"{v:g}" for _, v in self.params]
+        text = f"{self.name}({', '.join(args)})"
+        return f"{text}.{self.output}" if self.output else text
+
+
+@dataclass(frozen=True)
+class Func(Node):
+    """A rule function such as `crosses_above(a, b)` or `prev(x, n)`; `consts` are its integers."""
+
+    name: str
+    args: tuple[Node, ...]
+    consts: tuple[float, ...] = ()
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return FUNCTIONS[self.name].result
+
+    def children(self) -> tuple[Node, ...]:
+        return self.args
+
+    def __str__(self) -> str:
+        parts = [str(a) for a in self.args] + [f"{c:g}" for c in self.consts]
+        return f"{self.name}({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class Arith(Node):
+    op: str
+    left: Node
+    right: Node
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
+
+    def __str__(self) -> str:
+        return f"({self.left} {self.op} {self.right})"
+
+
+@dataclass(frozen=True)
+class Neg(Node):
+    operand: Node
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.operand,)
+
+    def __str__(self) -> str:
+        return f"-{self.operand}"
+
+
+@dataclass(frozen=True)
+class Cmp(Node):
+    op: str
+    left: Node
+    right: Node
+    kind = BOOL
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
+
+    def __str__(self) -> str:
+        return f"{self.left} {self.op} {self.right}"
+
+
+@dataclass(frozen=True)
+class Logic(Node):
+    op: str  # "and" | "or"
+    items: tuple[Node, ...]
+    kind = BOOL
+
+    def children(self) -> tuple[Node, ...]:
+        return self.items
+
+    def __str__(self) -> str:
+        return "(" + f" {self.op} ".join(str(i) for i in self.items) + ")"
+
+
+@dataclass(frozen=True)
+class Not(Node):
+    operand: Node
+    kind = BOOL
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.operand,)
+
+    def __str__(self) -> str:
+        return f"not {self.operand}"
+
+
+# --------------------------------------------------------------------------- evaluation context
+
+class Context:
+    """The arrays of one cluster's bars, with derived fields computed on first use.
+
+    `arrays` holds at least open, high, low, close, volume (float64), session (int64) and
+    minute_of_day (int64); `anchors` maps cumulative indicator nodes to their value at the first
+    bar, computed by the parent from the whole history (see `indicators`' cumulative contract).
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], anchors: Mapping[Node, float] | None = None):
+        self._arrays = dict(arrays)
+        self.anchors = dict(anchors or {})
+        self.n = len(self._arrays["close"])
+
+    def field(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            a = self._arrays
+            if name == "hl2":
+                a[name] = (a["high"] + a["low"]) / 2.0
+            elif name == "hlc3":
+                a[name] = (a["high"] + a["low"] + a["close"]) / 3.0
+            elif name == "ohlc4":
+                a[name] = (a["open"] + a["high"] + a["low"] + a["close"]) / 4.0
+            else:
+                raise KeyError(name)
+        return self._arrays[name]
+
+
+def evaluate(nodes: Sequence[Node], ctx: Context,
+             cache: dict[Node, np.ndarray] | None = None) -> dict[Node, np.ndarray]:
+    """Values of `nodes` (and every sub-expression) on `ctx`; shared nodes are computed once."""
+    cache = {} if cache is None else cache
+    for node in nodes:
+        _eval(node, ctx, cache)
+    return cache
+
+
+def _eval(node: Node, ctx: Context, cache: dict[Node, np.ndarray]) -> np.ndarray:
+    hit = cache.get(node)
+    if hit is not None:
+        return hit
+    if isinstance(node, Num):
+        out = np.full(ctx.n, node.value, dtype=np.float64)
+    elif isinstance(node, Field):
+        out = np.asarray(ctx.field(node.name), dtype=np.float64)
+    elif isinstance(node, Ind):
+        out = _eval_indicator(node, ctx, cache)
+    elif isinstance(node, Func):
+        spec = FUNCTIONS[node.name]
+        out = spec.evaluate([_eval(a, ctx, cache) for a in node.args], node.consts, ctx)
+    elif isinstance(node, Arith):
+        out = _arith(node.op, _eval(node.left, ctx, cache), _eval(node.right, ctx, cache))
+    elif isinstance(node, Neg):
+        out = -_eval(node.operand, ctx, cache)
+    elif isinstance(node, Cmp):
+        out = _compare(node.op, _eval(node.left, ctx, cache), _eval(node.right, ctx, cache))
+    elif isinstance(node, Logic):
+        values = [_eval(i, ctx, cache) for i in node.items]
+        out = values[0]
+        for v in values[1:]:
+            out = logical_and(out, v) if node.op == "and" else logical_or(out, v)
+    elif isinstance(node, Not):
+        out = 1.0 - _eval(node.operand, ctx, cache)
+    else:  # pragma: no cover - the parser builds only the nodes above
+        raise TypeError(f"unknown node {node!r}")
+    cache[node] = out
+    return out
+
+
+def _eval_indicator(node: Ind, ctx: Context, cache: dict[Node, np.ndarray]) -> np.ndarray:
+    spec = indicators.get(node.name)
+    params = {k: (int(v) if _param_kind(spec, k) is int else v) for k, v in node.params}
+    base = Ind(node.name, node.source, node.params, None)
+    full = cache.get(base)
+    if full is None or node.output is not None:
+        inputs = [ctx.field(f) if f not in ("session", "minute_of_day", "timestamp")
+                  else ctx._arrays[f] for f in spec.inputs]
+        if node.source is not None:
+            inputs[0] = _eval(node.source, ctx, cache)
+        inputs = [np.ascontiguousarray(x, dtype=np.float64) if x.dtype != np.int64 else x
+                  for x in inputs]
+        result = indicators.compute(node.name, *inputs, **params)
+        if isinstance(result, tuple):
+            for name, value in zip(spec.outputs, result):
+                cache[Ind(node.name, node.source, node.params, name)] = value
+            cache[base] = result[0]
+        else:
+            if spec.cumulative and base in ctx.anchors and len(result):
+                result = result - result[0] + ctx.anchors[base]
+            cache[base] = result
+    return cache[node] if node in cache else cache[base]
+
+
+def _param_kind(spec: Any, name: str) -> type:
+    for p in spec.params:
+        if p.name == name:
+            return p.kind
+    return float
+
+
+def _arith(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if op == "+":
+            out = a + b
+        elif op == "-":
+            out = a - b
+        elif op == "*":
+            out = a * b
+        elif op == "/":
+            out = a / b
+        else:
+            out = np.power(a, b)
+    # A division by zero is missing, not infinite: it must not fire `x > 100` by accident.
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+_COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal,
+            "==": np.equal, "!=": np.not_equal}
+
+
+def _compare(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        out = _COMPARE[op](a, b).astype(np.float64)
+    out[np.isnan(a) | np.isnan(b)] = np.nan
+    return out
+
+
+def logical_and(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Three-valued AND: false wins, then unknown, then true."""
+    out = np.where(np.isnan(a) | np.isnan(b), np.nan, 1.0)
+    out[(a == 0.0) | (b == 0.0)] = 0.0
+    return out
+
+
+def logical_or(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Three-valued OR: true wins, then unknown, then false."""
+    out = np.where(np.isnan(a) | np.isnan(b), np.nan, 0.0)
+    out[(a == 1.0) | (b == 1.0)] = 1.0
+    return out
+
+
+def is_true(values: np.ndarray) -> np.ndarray:
+    """Where a condition is exactly true (unknown counts as not true)."""
+    return values == 1.0
+
+
+# --------------------------------------------------------------------------- functions
+
+@dataclass(frozen=True)
+class Function:
+    """A rule function: its series arguments' kinds, integer constants, result kind and warm-up.
+
+    `expand`, when given, rewrites the call into other nodes (so `rising(x, n)` shares `prev`
+    nodes with other rules); otherwise `evaluate(series, consts, ctx)` computes it.
+    """
+
+    name: str
+    args: tuple[str, ...]
+    consts: tuple[str, ...]
+    result: str
+    summary: str
+    evaluate: Callable[[list[np.ndarray], tuple[float, ...], Context], np.ndarray] | None = None
+    warmup: Callable[[tuple[float, ...]], int] = lambda consts: 0
+    expand: Callable[[tuple[Node, ...], tuple[float, ...]], Node] | None = None
+    const_minimum: int = 1
+
+
+FUNCTIONS: dict[str, Function] = {}
+
+
+def register_function(function: Function) -> Function:
+    FUNCTIONS[function.name] = function
+    return function
+
+
+def shift(x: np.ndarray, n: int) -> np.ndarray:
+    """x n bars ago; NaN for the first n bars. Equivalent to `pd.Series(x).shift(n)`."""
+    out = np.full_like(x, np.nan)
+    if n < len(x):
+        out[n:] = x[: len(x) - n]
+    return out
+
+
+def rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """Sum of the last n values (x must be finite, e.g. 0/1 counts); NaN until n bars exist.
+
+    Exact for integer-valued inputs, which is all it is used for.
+    """
+    c = np.concatenate(([0.0], np.cumsum(x, dtype=np.float64)))
+    out = np.full(len(x), np.nan)
+    if n <= len(x):
+        out[n - 1:] = c[n:] - c[: len(x) - n + 1]
+    return out
+
+
+def _crosses_above(series, consts, ctx):
+    a, b = series
+    a1, b1 = shift(a, 1), shift(b, 1)
+    with np.errstate(invalid="ignore"):
+        out = ((a > b) & (a1 <= b1)).astype(np.float64)
+    out[np.isnan(a) | np.isnan(b) | np.isnan(a1) | np.isnan(b1)] = np.nan
+    return out
+
+
+def _crosses_below(series, consts, ctx):
+    a, b = series
+    return _crosses_above([b, a], consts, ctx)
+
+
+def _held(series, consts, ctx):
+    (x,), n = series, int(consts[0])
+    false = rolling_sum((x == 0.0).astype(np.float64), n)
+    missing = rolling_sum(np.isnan(x).astype(np.float64), n)
+    out = np.where(missing > 0, np.nan, 1.0)
+    out[false > 0] = 0.0
+    out[np.isnan(false)] = np.nan
+    return out
+
+
+def _within(series, consts, ctx):
+    (x,), n = series, int(consts[0])
+    true = rolling_sum((x == 1.0).astype(np.float64), n)
+    missing = rolling_sum(np.isnan(x).astype(np.float64), n)
+    out = np.where(missing > 0, np.nan, 0.0)
+    out[true > 0] = 1.0
+    out[np.isnan(true)] = np.nan
+    return out
+
+
+def _count(series, consts, ctx):
+    (x,), n = series, int(consts[0])
+    return rolling_sum((x == 1.0).astype(np.float64), n)
+
+
+def _prev(series, consts, ctx):
+    return shift(series[0], int(consts[0]))
+
+
+def _is_missing(series, consts, ctx):
+    return np.isnan(series[0]).astype(np.float64)
+
+
+def _fill_missing(series, consts, ctx):
+    x, v = series
+    return np.where(np.isnan(x), v, x)
+
+
+def _elementwise(fn):
+    def run(series, consts, ctx):
+        with np.errstate(invalid="ignore"):
+            return fn(*series)
+    return run
+
+
+register_function(Function(
+    "crosses_above", (NUMBER, NUMBER), (), BOOL,
+    "a[t] > b[t] and a[t-1] <= b[t-1] (all four present), like Pine's ta.crossover",
+    evaluate=_crosses_above, warmup=lambda c: 1))
+register_function(Function(
+    "crosses_below", (NUMBER, NUMBER), (), BOOL,
+    "a[t] < b[t] and a[t-1] >= b[t-1] (all four present), like Pine's ta.crossunder",
+    evaluate=_crosses_below, warmup=lambda c: 1))
+register_function(Function(
+    "crosses", (NUMBER, NUMBER), (), BOOL, "crosses_above(a, b) or crosses_below(a, b)",
+    expand=lambda a, c: Logic("or", (Func("crosses_above", a), Func("crosses_below", a)))))
+register_function(Function(
+    "prev", ("any",), ("n",), "same", "x as it was n bars ago (missing for the first n bars)",
+    evaluate=_prev, warmup=lambda c: int(c[0])))
+register_function(Function(
+    "change", (NUMBER,), ("n",), NUMBER, "x - prev(x, n)",
+    expand=lambda a, c: Arith("-", a[0], Func("prev", a, c))))
+register_function(Function(
+    "pct_change", (NUMBER,), ("n",), NUMBER, "x / prev(x, n) - 1 (a fraction: 1% is 0.01)",
+    expand=lambda a, c: Arith("-", Arith("/", a[0], Func("prev", a, c)), Num(1.0))))
+register_function(Function(
+    "rising", (NUMBER,), ("n",), BOOL, "x rose on each of the last n bars: held(x > prev(x, 1), n)",
+    expand=lambda a, c: Func("held", (Cmp(">", a[0], Func("prev", a, (1.0,))),), c)))
+register_function(Function(
+    "falling", (NUMBER,), ("n",), BOOL, "x fell on each of the last n bars: held(x < prev(x, 1), n)",
+    expand=lambda a, c: Func("held", (Cmp("<", a[0], Func("prev", a, (1.0,))),), c)))
+register_function(Function(
+    "held", (BOOL,), ("n",), BOOL, "cond true on each of the last n bars (the current one included)",
+    evaluate=_held, warmup=lambda c: int(c[0]) - 1))
+register_function(Function(
+    "within", (BOOL,), ("n",), BOOL, "cond true at least once in the last n bars (current included)",
+    evaluate=_within, warmup=lambda c: int(c[0]) - 1))
+register_function(Function(
+    "count", (BOOL,), ("n",), NUMBER, "how many of the last n bars (current included) had cond true",
+    evaluate=_count, warmup=lambda c: int(c[0]) - 1))
+register_function(Function(
+    "abs", (NUMBER,), (), NUMBER, "absolute value", evaluate=_elementwise(np.abs)))
+register_function(Function(
+    "min", (NUMBER, NUMBER), (), NUMBER, "the smaller of a and b (missing if either is)",
+    evaluate=_elementwise(np.minimum)))
+register_function(Function(
+    "max", (NUMBER, NUMBER), (), NUMBER, "the larger of a and b (missing if either is)",
+    evaluate=_elementwise(np.maximum)))
+register_function(Function(
+    "is_missing", ("any",), (), BOOL, "true where x is missing (never unknown itself)",
+    evaluate=_is_missing))
+register_function(Function(
+    "fill_missing", (NUMBER, NUMBER), (), NUMBER, "x, with missing values replaced by v",
+    evaluate=_fill_missing))
+
+
+# --------------------------------------------------------------------------- warm-up
+
+def warmup(node: Node) -> tuple[int, int]:
+    """(bars, sessions) of history `node` needs before its value equals an unsplit pass.
+
+    Nested calls add up (`sma(rsi(14), 5)` needs rsi's warm-up plus sma's); siblings take the
+    larger of the two.
+    """
+    memo: dict[Node, tuple[int, int]] = {}
+    return _warmup(node, memo)
+
+
+def _warmup(node: Node, memo: dict[Node, tuple[int, int]]) -> tuple[int, int]:
+    if node in memo:
+        return memo[node]
+    kids = [_warmup(c, memo) for c in node.children()]
+    bars = max((k[0] for k in kids), default=0)
+    sessions = max((k[1] for k in kids), default=0)
+    if isinstance(node, Ind):
+        params = dict(node.params)
+        spec = indicators.get(node.name)
+        params = {k: (int(v) if _param_kind(spec, k) is int else v) for k, v in params.items()}
+        own_bars, own_sessions = indicators.warmup(node.name, **params)
+        bars, sessions = bars + own_bars, sessions + own_sessions
+    elif isinstance(node, Func):
+        bars += FUNCTIONS[node.name].warmup(node.consts)
+    memo[node] = (bars, sessions)
+    return memo[node]
+
+
+def walk(node: Node):
+    """Every node of the graph under `node`, children before parents, each once."""
+    seen: set[Node] = set()
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        current, expanded = stack.pop()
+        if expanded:
+            if current not in seen:
+                seen.add(current)
+                yield current
+            continue
+        if current in seen:
+            continue
+        stack.append((current, True))
+        for child in reversed(current.children()):
+            stack.append((child, False))
+
+
+def indicator_nodes(node: Node) -> list[Ind]:
+    """The indicator values a rule reads, in first-use order (for the alerts table's columns)."""
+    out: list[Ind] = []
+    for n in walk(node):
+        if isinstance(n, Ind) and n not in out:
+            out.append(n)
+    return out
+
+
+# --------------------------------------------------------------------------- parsing
+
+_PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*%")
+_CMP_OPS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
+_ARITH_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_MAX_LENGTH = 4000
+
+
+class _Parser:
+    def __init__(self, source: str, field: str, text: str, defines: Mapping[str, str],
+                 stack: tuple[str, ...]):
+        self.source, self.field, self.text = source, field, text
+        self.defines, self.stack = defines, stack
+        self.mapping: list[tuple[int, int]] = []
+
+    def error(self, message: str, node: ast.AST | None = None, hint: str | None = None,
+              column: int | None = None) -> ConfigError:
+        col = column
+        if col is None and node is not None and getattr(node, "col_offset", None) is not None:
+            # `ast` columns count from the "(" the text was wrapped in, after % rewriting.
+            col = _map_column(max(0, node.col_offset - 1), self.mapping)
+        if col is not None:
+            message = f"{message} at column {col + 1}"
+        err = ConfigError(self.source, self.field, message, hint)
+        if col is not None:
+            err.detail = f"    {self.text}\n    {' ' * col}^"
+        return err
+
+    def parse(self) -> Node:
+        text = self.text
+        if len(text) > _MAX_LENGTH:
+            raise self.error(f"expression longer than {_MAX_LENGTH} characters")
+        rewritten, mapping = _rewrite_percentages(text)
+        self.mapping = mapping
+        try:
+            tree = ast.parse(rewritten.strip() and f"({rewritten}\n)", mode="eval")
+        except SyntaxError as exc:
+            col = max(0, (exc.offset or 2) - 2)
+            col = min(_map_column(col, mapping), len(text))
+            raise self.error(f"invalid syntax ({exc.msg})", column=col) from None
+        except (ValueError, RecursionError, MemoryError):
+            raise self.error("cannot parse the expression (too deeply nested?)") from None
+        try:
+            node = self.node(tree.body, mapping)
+        except RecursionError:
+            raise self.error("expression too deeply nested") from None
+        return node
+
+    def node(self, n: ast.AST, mapping) -> Node:
+        if isinstance(n, ast.Constant):
+            if isinstance(n.value, bool):
+                return Num(float(n.value), is_bool=True)
+            if isinstance(n.value, (int, float)) and not isinstance(n.value, complex):
+                if not np.isfinite(float(n.value)):
+                    raise self.error("number out of range", n)
+                return Num(float(n.value))
+            raise self.error(f"{type(n.value).__name__} literals are not allowed", n,
+                             "rules use numbers, fields, indicators and functions")
+        if isinstance(n, ast.Name):
+            return self.name(n)
+        if isinstance(n, ast.BoolOp):
+            items = tuple(self.condition(v, mapping) for v in n.values)
+            return Logic("and" if isinstance(n.op, ast.And) else "or", items)
+        if isinstance(n, ast.UnaryOp):
+            if isinstance(n.op, ast.Not):
+                return Not(self.condition(n.operand, mapping))
+            operand = self.number(n.operand, mapping)
+            if isinstance(n.op, ast.USub):
+                if isinstance(operand, Num):
+                    return Num(-operand.value)
+                return Neg(operand)
+            if isinstance(n.op, ast.UAdd):
+                return operand
+            raise self.error("'~' is not allowed", n, "use `not`")
+        if isinstance(n, ast.BinOp):
+            op = _ARITH_OPS.get(type(n.op))
+            if op is None:
+                raise self.error(f"operator {type(n.op).__name__} is not allowed", n,
+                                 "use + - * / ** (and `and`/`or`/`not` for conditions)")
+            left, right = self.number(n.left, mapping), self.number(n.right, mapping)
+            return Arith(op, left, right)
+        if isinstance(n, ast.Compare):
+            operands = [self.number(n.left, mapping)] + [self.number(c, mapping)
+                                                          for c in n.comparators]
+            parts = []
+            for i, op in enumerate(n.ops):
+                symbol = _CMP_OPS.get(type(op))
+                if symbol is None:
+                    raise self.error(f"'{type(op).__name__}' comparisons are not allowed", n,
+                                     "use < <= > >= == !=")
+                parts.append(Cmp(symbol, operands[i], operands[i + 1]))
+            return parts[0] if len(parts) == 1 else Logic("and", tuple(parts))
+        if isinstance(n, ast.Call):
+            return self.call(n, mapping, output=None)
+        if isinstance(n, ast.Attribute):
+            if not isinstance(n.value, ast.Call):
+                raise self.error(f"'.{n.attr}' is only allowed on an indicator call", n,
+                                 "like macd(12, 26, 9).signal")
+            return self.call(n.value, mapping, output=(n.attr, n))
+        what = {ast.Subscript: "subscripts", ast.Lambda: "lambdas", ast.IfExp: "if-expressions",
+                ast.ListComp: "comprehensions", ast.GeneratorExp: "comprehensions",
+                ast.List: "lists", ast.Tuple: "tuples", ast.Dict: "dicts", ast.Set: "sets",
+                ast.JoinedStr: "f-strings", ast.NamedExpr: "assignments",
+                ast.Starred: "starred arguments", ast.Await: "await"}.get(type(n),
+                                                                        type(n).__name__)
+        raise self.error(f"{what} are not allowed in rules", n)
+
+    def number(self, n: ast.AST, mapping) -> Node:
+        node = self.node(n, mapping)
+        if node.kind == BOOL:
+            raise self.error(f"expected a number, got the condition '{_src(node)}'", n,
+                             "compare numbers, then combine conditions with and/or")
+        return node
+
+    def condition(self, n: ast.AST, mapping) -> Node:
+        node = self.node(n, mapping)
+        if node.kind != BOOL:
+            raise self.error(f"expected a condition, got the number '{_src(node)}'", n,
+                             "write a comparison such as `x > 0`")
+        return node
+
+    def name(self, n: ast.Name) -> Node:
+        name = n.id
+        if name in ("true", "True"):
+            return Num(1.0, is_bool=True)
+        if name in ("false", "False"):
+            return Num(0.0, is_bool=True)
+        if name in FIELDS:
+            return Field(name)
+        if name in self.defines:
+            if name in self.stack:
+                cycle = " -> ".join((*self.stack[self.stack.index(name):], name))
+                raise self.error(f"definition cycle {cycle}", n)
+            sub = _Parser(self.source, f"define.{name}", self.defines[name], self.defines,
+                          (*self.stack, name))
+            return sub.parse()
+        if name in FUNCTIONS or name in indicators.REGISTRY:
+            spec = indicators.REGISTRY.get(name)
+            if spec is not None and not spec.params or spec is not None and all(
+                    p.default is not None for p in spec.params):
+                return self.indicator(name, None, (), {}, None, n)
+            raise self.error(f"'{name}' needs arguments", n, f"call it like {name}(...)")
+        candidates = list(FIELDS) + list(self.defines) + list(FUNCTIONS) + list(indicators.REGISTRY)
+        close = difflib.get_close_matches(name, candidates, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else \
+            "use a bar field, a definition, an indicator or a function"
+        raise self.error(f"unknown name '{name}'", n, hint)
+
+    def call(self, n: ast.Call, mapping, output) -> Node:
+        if not isinstance(n.func, ast.Name):
+            raise self.error("only named functions and indicators can be called", n)
+        name = n.func.id
+        if name == "__pct__":
+            value = n.args[0]
+            assert isinstance(value, ast.Constant)
+            return Num(float(value.value) / 100.0)
+        for arg in n.args:
+            if isinstance(arg, ast.Starred):
+                raise self.error("starred arguments are not allowed", arg)
+        kwargs = {}
+        for kw in n.keywords:
+            if kw.arg is None:
+                raise self.error("'**' arguments are not allowed", n)
+            kwargs[kw.arg] = kw.value
+        if name in FUNCTIONS and output is None:
+            return self.function(name, n, kwargs, mapping)
+        if name in indicators.REGISTRY:
+            return self.indicator(name, n, n.args, kwargs, output, n, mapping)
+        if name in FUNCTIONS:
+            raise self.error(f"'{name}' has no outputs", output[1])
+        close = difflib.get_close_matches(name, list(FUNCTIONS) + list(indicators.REGISTRY), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see docs/rules.md for the functions"
+        raise self.error(f"unknown function '{name}'", n, hint)
+
+    def _const(self, arg: ast.AST, what: str, minimum: float = 1) -> float:
+        value = arg.value if isinstance(arg, ast.Constant) else None
+        if isinstance(arg, ast.UnaryOp) and isinstance(arg.op, ast.USub) and \
+                isinstance(arg.operand, ast.Constant):
+            value = -arg.operand.value if isinstance(arg.operand.value, (int, float)) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(f"{what} must be a number written in the rule", arg)
+        if float(value) != int(value) or value < minimum:
+            raise self.error(f"{what} must be an integer >= {minimum:g}, got {value!r}", arg)
+        return float(int(value))
+
+    def function(self, name: str, n: ast.Call, kwargs, mapping) -> Node:
+        spec = FUNCTIONS[name]
+        if kwargs:
+            key = next(iter(kwargs))
+            raise self.error(f"{name}() takes no keyword argument '{key}'", n)
+        expected = len(spec.args) + len(spec.consts)
+        if len(n.args) != expected:
+            names = ", ".join(("x", "y", "z")[: len(spec.args)] + spec.consts)
+            raise self.error(f"{name}() takes {expected} argument{'s' * (expected != 1)} "
+                             f"({names}), got {len(n.args)}", n)
+        series = []
+        for kind, arg in zip(spec.args, n.args):
+            if kind == NUMBER:
+                series.append(self.number(arg, mapping))
+            elif kind == BOOL:
+                series.append(self.condition(arg, mapping))
+            else:
+                series.append(self.node(arg, mapping))
+        consts = tuple(self._const(a, f"{name}() argument '{c}'", spec.const_minimum)
+                       for c, a in zip(spec.consts, n.args[len(spec.args):]))
+        if spec.expand is not None:
+            return spec.expand(tuple(series), consts)
+        if spec.result == "same":
+            return _Same(name, tuple(series), consts) if series[0].kind == BOOL else \
+                Func(name, tuple(series), consts)
+        return Func(name, tuple(series), consts)
+
+    def indicator(self, name: str, n: ast.Call | None, args, kwargs, output, where: ast.AST,
+                  mapping=None) -> Node:
+        spec = indicators.get(name)
+        args = list(args)
+        source = None
+        if args and spec.source:
+            first = args[0]
+            is_const = isinstance(first, ast.Constant) or (
+                isinstance(first, ast.UnaryOp) and isinstance(first.operand, ast.Constant))
+            if not is_const:
+                source = self.number(first, mapping)
+                args = args[1:]
+        elif args and not spec.source and not (isinstance(args[0], ast.Constant) or
+                                               isinstance(args[0], ast.UnaryOp)):
+            raise self.error(f"{name}() takes no source series: it reads "
+                             f"{', '.join(spec.inputs)}", args[0])
+        values = []
+        for arg in args:
+            value = arg.value if isinstance(arg, ast.Constant) else None
+            if isinstance(arg, ast.UnaryOp) and isinstance(arg.op, ast.USub) and \
+                    isinstance(arg.operand, ast.Constant):
+                value = -arg.operand.value if not isinstance(arg.operand.value, str) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.error(f"{name}() parameters must be numbers written in the rule", arg)
+            values.append(value)
+        kw = {}
+        for key, arg in kwargs.items():
+            if not isinstance(arg, ast.Constant) or isinstance(arg.value, bool) or \
+                    not isinstance(arg.value, (int, float)):
+                raise self.error(f"{name}() parameter '{key}' must be a number", arg)
+            kw[key] = arg.value
+        try:
+            bound = indicators.bind_params(name, values, kw)
+        except ValueError as exc:
+            raise self.error(f"{name}(): {exc}", where) from None
+        if spec.cumulative and source is not None:
+            raise self.error(f"{name}() is cumulative and reads raw bars only", where)
+        out_name = None
+        if output is not None:
+            attr, attr_node = output
+            if attr not in spec.outputs:
+                choices = ", ".join(spec.outputs) if spec.outputs else "none"
+                close = difflib.get_close_matches(attr, spec.outputs, n=1)
+                hint = f"did you mean '.{close[0]}'?" if close else f"outputs: {choices}"
+                raise self.error(f"{name}() has no output '{attr}'", attr_node, hint)
+            out_name = attr
+        elif spec.outputs:
+            out_name = spec.outputs[0]
+        params = tuple((p.name, float(bound[p.name])) for p in spec.params if p.name in bound)
+        return Ind(name, source, params, out_name)
+
+
+@dataclass(frozen=True)
+class _Same(Func):
+    """A function whose result kind is its first argument's (prev of a condition is a condition)."""
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return BOOL
+
+
+def _src(node: Node) -> str:
+    text = str(node)
+    return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+
+
+def _rewrite_percentages(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """`1.5%` -> `__pct__(1.5)`; returns the new text and (position, added chars) for columns."""
+    out, mapping, last, added = [], [], 0, 0
+    for m in _PERCENT.finditer(text):
+        number = m.group(0).rstrip("%").rstrip()
+        replacement = f"__pct__({number})"
+        out.append(text[last:m.start()])
+        out.append(replacement)
+        mapping.append((m.start() + added, len(replacement) - (m.end() - m.start())))
+        added += len(replacement) - (m.end() - m.start())
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out), mapping
+
+
+def _map_column(col: int, mapping: list[tuple[int, int]]) -> int:
+    shift_by = sum(delta for pos, delta in mapping if pos < col)
+    return max(0, col - shift_by)
+
+
+def parse(text: str, *, source: str = "<rule>", field: str = "when",
+          defines: Mapping[str, str] | None = None) -> Node:
+    """Parse a rule into an expression graph, or raise `ConfigError` pointing into the text.
+
+    Only the whitelist is accepted; nothing in `text` is ever executed. For example::
+
+        >>> str(parse("rsi(14) < 30 and close > sma(50)"))
+        '(rsi(14) < 30 and close > sma(50))'
+    """
+    return _Parser(source, field, text, defines or {}, ()).parse()
+
+
+def parse_condition(text: str, *, source: str = "<rule>", field: str = "when",
+                    defines: Mapping[str, str] | None = None) -> Node:
+    """`parse`, requiring the rule to be a condition (a comparison, cross, and/or ...)."""
+    node = parse(text, source=source, field=field, defines=defines)
+    if node.kind != BOOL:
+        raise ConfigError(source, field, f"the rule '{_src(node)}' is a number, not a condition",
+                          "compare it, e.g. `rsi(14) < 30`")
+    return node

@@ -1,0 +1,117 @@
+"""Config loading: typed values, and one-line errors naming the file and dotted field."""
+
+import datetime as dt
+
+import pytest
+
+from backtester.config import Cooldown, load_config
+from backtester.errors import ConfigError
+
+BASE = {"name": "t", "data": {"path": "data/sample/bars_1min.parquet"},
+        "alerts": [{"name": "a", "when": "rsi(14) < 30"}]}
+
+
+def with_alert(**alert):
+    return {**BASE, "alerts": [{"name": "a", "when": "rsi(14) < 30", **alert}]}
+
+
+def test_minimal_dict_gets_documented_defaults():
+    cfg = load_config(BASE)
+    assert cfg.data.timezone == "America/New_York"
+    assert cfg.data.calendar == "XNYS"
+    assert cfg.schedule.cluster_by == "auto"
+    assert cfg.execution.backend == "loky" and cfg.execution.n_jobs == -1
+    assert cfg.output.dir == "results/t"
+    assert cfg.source == "<dict>"
+
+
+def test_yaml_file_values_are_typed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("""
+name: x
+data: {path: bars.csv, start: 2024-01-02, end: 2024-02-01, symbols: [AAA]}
+alerts:
+  - {name: a, when: "close > 1", between: ["09:30", "10:30"], cooldown: 30min,
+     days: [mon, fri], skip_first: 5, skip_last: 10min}
+schedule: {cluster_by: {bars: 5000}}
+execution: {backend: threading, n_jobs: 2}
+""")
+    cfg = load_config(path)
+    alert = cfg.alerts[0]
+    assert cfg.data.start == dt.date(2024, 1, 2) and cfg.data.symbols == ("AAA",)
+    assert alert.between == ((570, 630),)
+    assert alert.cooldown == Cooldown(duration_ns=30 * 60 * 10**9)
+    assert alert.days == (0, 4) and alert.skip_first == 5 and alert.skip_last == 10
+    assert cfg.schedule.cluster_by == "bars" and cfg.schedule.size == 5000
+    assert cfg.source == str(path) and len(cfg.content_hash) == 64
+
+
+def test_cooldown_in_bars():
+    assert load_config(with_alert(cooldown=10)).alerts[0].cooldown == Cooldown(bars=10)
+    assert load_config(with_alert(cooldown="3 bars")).alerts[0].cooldown == Cooldown(bars=3)
+
+
+@pytest.mark.parametrize("alert, field, words", [
+    ({"cooldown": "soon"}, "alerts[0].cooldown", "expected a duration like '30min'"),
+    ({"between": ["10:30", "09:30"]}, "alerts[0].between", "is not after start"),
+    ({"between": ["9h", "10:00"]}, "alerts[0].between", "expected a time"),
+    ({"days": ["funday"]}, "alerts[0].days[0]", "is not a weekday"),
+    ({"whenn": "x"}, "alerts[0].whenn", "unknown key (did you mean 'when'?)"),
+    ({"once_per_day": "yes"}, "alerts[0].once_per_day", "expected true or false"),
+])
+def test_bad_alert_field_is_named_in_one_line(alert, field, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(with_alert(**alert))
+    text = str(err.value)
+    assert text.startswith(f"<dict>: {field}: ")
+    assert words in text and "\n" not in text
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"schedule": {"cluster_by": "fortnight"}}, "schedule.cluster_by"),
+    ({"execution": {"backend": "lokky"}}, "execution.backend"),
+    ({"execution": {"n_jobs": 0}}, "execution.n_jobs"),
+    ({"data": {"path": "x", "timezone": "Mars/Olympus"}}, "data.timezone"),
+    ({"data": {"path": "x", "calendar": "XNYZ"}}, "data.calendar"),
+    ({"data": {"path": "x", "start": "2024-02-01", "end": "2024-01-01"}}, "data.end"),
+    ({"alerts": []}, "alerts"),
+    ({"name": "a/b"}, "name"),
+])
+def test_bad_section_names_its_dotted_path(patch, field):
+    with pytest.raises(ConfigError) as err:
+        load_config({**BASE, **patch})
+    assert str(err.value).startswith(f"<dict>: {field}: ")
+
+
+def test_unknown_layout_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"use day, week, month, quarter, year, auto"):
+        load_config({**BASE, "schedule": {"cluster_by": "fortnight"}})
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nalerts: [\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: line ")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(path)
+
+
+def test_duplicate_alert_names_are_rejected():
+    cfg = {**BASE, "alerts": [{"name": "a", "when": "close > 1"}, {"name": "a", "when": "close > 2"}]}
+    with pytest.raises(ConfigError, match=r"alerts\[1\].name: duplicate alert name 'a'"):
+        load_config(cfg)
+
+
+def test_overrides_are_validated_like_file_values():
+    cfg = load_config(BASE).with_overrides(backend="threading", n_jobs=2, out="elsewhere")
+    assert (cfg.execution.backend, cfg.execution.n_jobs, cfg.output.dir) == \
+        ("threading", 2, "elsewhere")
+    with pytest.raises(ConfigError, match="execution.backend"):
+        load_config(BASE).with_overrides(backend="gpu")
