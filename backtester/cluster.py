@@ -58,6 +58,8 @@ def context_arrays(bars: SymbolBars, sessions: SessionTable | None) -> dict[str,
               "session": bars.session.astype(np.int64)}
     if sessions is not None:
         arrays["minute_of_day"] = minute_of_day(bars.timestamp, bars.session, sessions)
+        arrays["session_open"] = sessions.open_ns[bars.session]
+        arrays["session_close"] = sessions.close_ns[bars.session]
     return arrays
 
 

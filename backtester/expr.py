@@ -184,6 +184,11 @@ class Context:
         self.anchors = dict(anchors or {})
         self.n = len(self._arrays["close"])
 
+    def array(self, name: str) -> np.ndarray:
+        """Any context array by name: bar fields, `session`, `minute_of_day`, `timestamp`,
+        `session_open` / `session_close` (UTC ns of the bar's session open and close)."""
+        return self.field(name) if name in FIELDS else self._arrays[name]
+
     def field(self, name: str) -> np.ndarray:
         if name not in self._arrays:
             a = self._arrays
