@@ -16,7 +16,11 @@ Promises `compute` keeps for every indicator:
   starts that many bars (or: at the start of the session `sessions - 1` sessions) before a
   bar, the value at that bar equals the one of a pass over the whole series within 1e-9
   relative. For recursive indicators (EMA, Wilder smoothing) the bars are the lookback plus
-  the bars after which the starting value weighs < 1e-12 (`bars_until_weight_below`).
+  the bars after which the starting value weighs < 1e-12 (`bars_until_weight_below`), plus
+  `FLAT_STRETCH_BARS` (60): bars where the smoothed input is 0 (a flat stretch: no gains, zero
+  true range) shrink the value as fast as the start's error, so they do not count towards
+  the decay. A longer run of such bars inside the warm-up loosens agreement (the error stays
+  what it was when the run began); values then still agree within 1e-9 of their scale.
 - **Non-finite input (NaN policy).** TA-Lib skips leading NaNs but one NaN or inf in the middle
   poisons every later value. We compute per finite run instead: a bar where any input is NaN or
   inf gives NaN, and the indicator restarts after it (its lookback applies again). Runs no
@@ -36,7 +40,7 @@ For example:
 >>> compute("sma", close, period=3)[:4].round(4).tolist()
 [nan, nan, 100.0251, 100.0501]
 >>> warmup("rsi", period=14)
-(387, 0)
+(447, 0)
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ __all__ = [
 
 MAX_PERIOD = 100_000  # TA-Lib's own upper bound for every period parameter
 WEIGHT_TOLERANCE = 1e-12  # a recursive indicator is warm once its start weighs less than this
+FLAT_STRETCH_BARS = 60  # allowance for bars without movement inside a warm-up (one hour of 1-min)
 PRICE_FIELDS = ("open", "high", "low", "close", "volume", "hl2", "hlc3", "ohlc4")
 INTEGER_FIELDS = ("session", "minute_of_day")
 
@@ -676,8 +681,17 @@ def _wilder_decay(period: int) -> float:
     return 1.0 - 1.0 / period
 
 
+def _settling_bars(decay: float, stages: int = 1) -> int:
+    """Bars a recursive indicator needs after its lookback: until its start weighs < 1e-12,
+    plus `FLAT_STRETCH_BARS`. On bars where the smoothed input is 0 (no gain or loss, a zero
+    true range, no volume) the value decays as fast as the start's error, so those bars do not
+    reduce the relative error; the allowance keeps a flat stretch of that length inside the
+    warm-up from loosening agreement."""
+    return bars_until_weight_below(decay, stages=stages) + FLAT_STRETCH_BARS
+
+
 def _rsi_warmup(period: int) -> int:
-    return period + bars_until_weight_below(_wilder_decay(period))
+    return period + _settling_bars(_wilder_decay(period))
 
 
 _HLC = ("high", "low", "close")
@@ -690,7 +704,7 @@ register(Indicator(
 register(Indicator(
     name="ema", kernel=_ema, inputs=("close",), params=(_period(20),), source=True,
     lookback=lambda period: period - 1,
-    warmup=lambda period: period - 1 + bars_until_weight_below(_ema_decay(period)),
+    warmup=lambda period: period - 1 + _settling_bars(_ema_decay(period)),
     summary="Exponential moving average, alpha = 2 / (period + 1).",
     convention="Seeded with the SMA of the first `period` values (TA-Lib, not pandas' "
                "`ewm(adjust=True)`); the seed's weight falls below 1e-12 within the warm-up.",
@@ -703,14 +717,14 @@ register(Indicator(
 register(Indicator(
     name="dema", kernel=_dema, inputs=("close",), params=(_period(20),), source=True,
     lookback=lambda period: 2 * (period - 1),
-    warmup=lambda period: 2 * (period - 1) + bars_until_weight_below(_ema_decay(period),
+    warmup=lambda period: 2 * (period - 1) + _settling_bars(_ema_decay(period),
                                                                      stages=2),
     summary="Double EMA: 2 * ema - ema(ema).",
 ))
 register(Indicator(
     name="tema", kernel=_tema, inputs=("close",), params=(_period(20),), source=True,
     lookback=lambda period: 3 * (period - 1),
-    warmup=lambda period: 3 * (period - 1) + bars_until_weight_below(_ema_decay(period),
+    warmup=lambda period: 3 * (period - 1) + _settling_bars(_ema_decay(period),
                                                                      stages=3),
     summary="Triple EMA: 3 * ema - 3 * ema(ema) + ema(ema(ema)).",
 ))
@@ -728,7 +742,7 @@ register(Indicator(
     params=(_period(12, name="fast"), _period(26, name="slow"), _period(9, 1, name="signal")),
     source=True,
     lookback=lambda fast, slow, signal: max(fast, slow) - 1 + signal - 1,
-    warmup=lambda fast, slow, signal: max(fast, slow) - 1 + signal - 1 + bars_until_weight_below(
+    warmup=lambda fast, slow, signal: max(fast, slow) - 1 + signal - 1 + _settling_bars(
         max(_ema_decay(fast), _ema_decay(slow), _ema_decay(max(signal, 2))), stages=2),
     summary="ema(fast) - ema(slow); signal = ema(macd, signal); hist = macd - signal.",
     convention="TA-Lib: both EMAs start at the slow EMA's first bar; TA-Lib swaps fast and "
@@ -803,7 +817,7 @@ register(Indicator(
     name="adx", kernel=_adx, inputs=_HLC, outputs=("adx", "plus_di", "minus_di"),
     params=(_period(14),),
     lookback=lambda period: 2 * period - 1,
-    warmup=lambda period: 2 * period - 1 + bars_until_weight_below(_wilder_decay(period),
+    warmup=lambda period: 2 * period - 1 + _settling_bars(_wilder_decay(period),
                                                                    stages=2),
     summary="Average directional index with +DI and -DI, 0..100.",
     convention="Wilder smoothing throughout (TA-Lib); plus_di and minus_di have values from "
