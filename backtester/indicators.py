@@ -441,15 +441,19 @@ def relative_volume_1d_nb(volume: np.ndarray, session: np.ndarray, minute_of_day
     first = session[0]
     for i in range(n):
         s = session[i]
-        minute = minute_of_day[i] % 1440
+        minute = minute_of_day[i]
+        if minute < 0 or minute >= 1440:
+            minute %= 1440
         v = volume[i]
         finite = np.isfinite(v)
         if finite and s - sessions >= first:
             total = 0.0
             count = 0
-            for back in range(1, sessions + 1):
-                slot = (s - back) % sessions
-                if seen_session[minute, slot] == s - back:
+            # Slots are fixed by the absolute session index (s % sessions), so the order of
+            # this sum does not depend on where the input starts.
+            for slot in range(sessions):
+                earlier = seen_session[minute, slot]
+                if earlier >= s - sessions and earlier < s:
                     total += seen_volume[minute, slot]
                     count += 1
             if count > 0 and total != 0.0:
@@ -464,18 +468,17 @@ def relative_volume_1d_nb(volume: np.ndarray, session: np.ndarray, minute_of_day
     return out
 
 
-@njit(cache=True, nogil=True)
-def band_position_1d_nb(close: np.ndarray, upper: np.ndarray, middle: np.ndarray,
-                        lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def band_position(close: np.ndarray, upper: np.ndarray, middle: np.ndarray,
+                  lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """%B ``(close - lower) / (upper - lower)`` and bandwidth ``(upper - lower) / middle``, NaN
-    where the divisor is 0; one pass. Equivalent to the pandas expressions with 0 -> NaN."""
-    n = close.size
-    percent_b = np.empty(n)
-    bandwidth = np.empty(n)
-    for i in range(n):
-        width = upper[i] - lower[i]
-        percent_b[i] = (close[i] - lower[i]) / width if width != 0.0 else np.nan
-        bandwidth[i] = width / middle[i] if middle[i] != 0.0 else np.nan
+    where the divisor is 0. NumPy ufuncs (they release the GIL; measured faster than a numba
+    loop here)."""
+    width = upper - lower
+    with np.errstate(divide="ignore", invalid="ignore"):
+        percent_b = (close - lower) / width
+        bandwidth = width / middle
+    percent_b[width == 0.0] = np.nan
+    bandwidth[middle == 0.0] = np.nan
     return percent_b, bandwidth
 
 
@@ -485,7 +488,8 @@ def zscore_1d_nb(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nd
     n = values.size
     out = np.empty(n)
     for i in range(n):
-        out[i] = (values[i] - mean[i]) / std[i] if std[i] != 0.0 else np.nan
+        divisor = std[i] if std[i] != 0.0 else np.nan
+        out[i] = (values[i] - mean[i]) / divisor
     return out
 
 
@@ -556,7 +560,7 @@ def _macd(values, fast, slow, signal):
 def _bbands(values, period, nbdev):
     upper, middle, lower = talib.BBANDS(values, timeperiod=period, nbdevup=nbdev,
                                         nbdevdn=nbdev, matype=0)
-    percent_b, bandwidth = band_position_1d_nb(values, upper, middle, lower)
+    percent_b, bandwidth = band_position(values, upper, middle, lower)
     return upper, middle, lower, percent_b, bandwidth
 
 
@@ -925,7 +929,7 @@ def _kernel_text(indicator: Indicator) -> str:
     functions = getattr(indicator.kernel, "talib_functions", ())
     ours = {
         "vwap": "session_vwap_1d_nb", "relative_volume": "relative_volume_1d_nb",
-        "bbands": "band_position_1d_nb", "zscore": "zscore_1d_nb",
+        "bbands": "band_position", "zscore": "zscore_1d_nb",
         "stochrsi": "stochastic_of_1d_nb",
     }
     parts = [f"TA-Lib {', '.join(functions)}"] if functions else []
