@@ -274,6 +274,9 @@ def parse_trade(raw: object, source: str, field: str) -> TradeSpec:
     For example, ``parse_trade({"take_profit": "1%", "stop_loss": "2atr", "max_bars": 60},
     "rsi.yaml", "alerts[0].trade")`` gives percent 0.01 and 2 x ATR(14) levels.
     A trade must have a finite horizon (`max_bars` and/or `session_close: true`).
+    In `commission`, ``percent: 0.1`` and ``percent: "0.1%"`` both mean 0.1 percent (stored as
+    the fraction 0.001); `per_share` and `minimum` are in price units. `quantity` (shares per
+    trade, default 1) only matters for the commission minimum.
     """
     if not isinstance(raw, Mapping):
         raise ConfigError(source, field, f"expected a mapping, got {type(raw).__name__}",

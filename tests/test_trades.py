@@ -389,3 +389,17 @@ def test_lookahead_covers_the_time_exit_bar():
     assert lookahead(TradeSpec(max_bars=60), (), MINUTE) == (61, False)
     assert lookahead(TradeSpec(session_close=True), (), MINUTE) == (1, True)
     assert lookahead(TradeSpec(max_bars=5, session_close=True), (), MINUTE) == (6, False)
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 10)), max_size=30))
+def test_select_non_overlapping_equals_an_event_by_event_loop(events):
+    events = sorted(events)
+    signal_time = np.array([s for s, _ in events], dtype=np.int64)
+    exit_time = signal_time + np.array([d for _, d in events], dtype=np.int64)
+    expected, open_until = [], None
+    for signal, exit_ in zip(signal_time.tolist(), exit_time.tolist()):
+        free = open_until is None or open_until <= signal
+        expected.append(free)
+        if free:
+            open_until = exit_
+    assert select_non_overlapping(signal_time, exit_time).tolist() == expected
