@@ -1,0 +1,188 @@
+"""Exchange sessions: one row per trading day, with its open and close in UTC nanoseconds.
+
+A `SessionTable` is built either from a real exchange calendar (`from_calendar`, backed by
+`exchange_calendars`, so holidays, half-days and early closes are the exchange's own; never a
+hand-written holiday list) or, for markets without a calendar (FX, crypto, daily data), inferred
+from the bars themselves (`infer`, calendar ``"none"``).
+
+Everything session-aware (time-of-day windows, session-close exits, vwap resets, the synthetic
+sample data) reads the same table. Its arrays are read-only so that one table can be shared by
+threads and cached without copies.
+
+For example::
+
+    >>> import datetime
+    >>> table = from_calendar("XNYS", datetime.date(2024, 7, 1), datetime.date(2024, 7, 8),
+    ...                       "America/New_York")
+    >>> [str(d) for d in table.dates]
+    ['2024-07-01', '2024-07-02', '2024-07-03', '2024-07-05', '2024-07-08']
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import functools
+import zoneinfo
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+NO_CALENDAR = "none"
+"""The calendar name that means: infer one session per local date from the bars."""
+
+_DAY_NS = 86_400_000_000_000
+
+
+@dataclass(frozen=True)
+class SessionTable:
+    """Trading sessions in chronological order.
+
+    `dates` are the local session dates (``datetime64[D]``, strictly increasing); `open_ns` and
+    `close_ns` are the UTC epoch nanoseconds of each session's open and close (a half-day's close
+    is its early close). A bar stamped at its open `t` belongs to session `i` when
+    ``open_ns[i] <= t < close_ns[i]``. Sessions never overlap.
+    """
+
+    timezone: str
+    calendar: str
+    dates: np.ndarray
+    open_ns: np.ndarray
+    close_ns: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+    def locate(self, timestamp_ns: np.ndarray) -> np.ndarray:
+        """Session index (int32) of each UTC-ns timestamp, or -1 where it lies in no session.
+
+        The open is inclusive and the close exclusive: a bar stamped exactly at a session's close
+        is outside it. Vectorised (one `searchsorted`); `timestamp_ns` need not be sorted.
+
+        For example, with one session from 100 to 200: ``locate([99, 100, 199, 200])`` is
+        ``[-1, 0, 0, -1]``.
+        """
+        timestamp_ns = np.asarray(timestamp_ns, dtype=np.int64)
+        index = np.searchsorted(self.open_ns, timestamp_ns, side="right") - 1
+        inside = index >= 0
+        inside[inside] = timestamp_ns[inside] < self.close_ns[index[inside]]
+        return np.where(inside, index, -1).astype(np.int32)
+
+    def slice(self, start: int, stop: int) -> SessionTable:
+        """Sessions ``[start, stop)`` as a new table (views, no copies)."""
+        return SessionTable(
+            self.timezone,
+            self.calendar,
+            self.dates[start:stop],
+            self.open_ns[start:stop],
+            self.close_ns[start:stop],
+        )
+
+
+def check_timezone(timezone: str) -> str:
+    """Return `timezone` if it is an IANA time-zone name; ValueError with the fix otherwise."""
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(
+            f"unknown timezone {timezone!r} (use an IANA name such as America/New_York, "
+            "Europe/London or UTC)"
+        ) from None
+    return timezone
+
+
+def from_calendar(
+    calendar: str, start: datetime.date, end: datetime.date, timezone: str
+) -> SessionTable:
+    """The sessions of exchange `calendar` whose dates lie in ``[start, end]`` (inclusive).
+
+    `calendar` is an `exchange_calendars` name or alias (``XNYS``, ``XLON``, ``NYSE``...). Opens
+    and closes, including half-days and holidays, come from that library. `timezone` is recorded
+    on the table (it is the zone the caller reads naive timestamps in; usually the exchange's).
+    An unknown calendar or a date range the calendar cannot cover raises ValueError saying how
+    to fix it. Results are cached: repeated calls with the same arguments are cheap.
+    """
+    check_timezone(timezone)
+    start, end = _as_date(start), _as_date(end)
+    if end < start:
+        raise ValueError(f"calendar range ends ({end}) before it starts ({start})")
+    dates, open_ns, close_ns = _calendar_arrays(calendar, start, end)
+    return SessionTable(timezone, calendar, dates, open_ns, close_ns)
+
+
+def infer(timestamp_ns: np.ndarray, timezone: str, bar_ns: int) -> SessionTable:
+    """Sessions inferred from bars (calendar ``"none"``): one per local date present.
+
+    Each session opens at its date's first bar and closes at its last bar plus `bar_ns`, so every
+    given bar (stamped at its open) locates to its own date's session. `timestamp_ns` are UTC
+    epoch ns in any order; local dates are taken in `timezone`.
+    """
+    check_timezone(timezone)
+    timestamp_ns = np.asarray(timestamp_ns, dtype=np.int64)
+    if len(timestamp_ns) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return SessionTable(timezone, NO_CALENDAR, np.empty(0, "datetime64[D]"), empty, empty)
+    days = local_days(timestamp_ns, timezone)
+    unique_days, inverse = np.unique(days, return_inverse=True)
+    open_ns = np.full(len(unique_days), np.iinfo(np.int64).max, dtype=np.int64)
+    close_ns = np.full(len(unique_days), np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(open_ns, inverse, timestamp_ns)
+    np.maximum.at(close_ns, inverse, timestamp_ns)
+    close_ns += np.int64(bar_ns)
+    return SessionTable(
+        timezone, NO_CALENDAR, _readonly(unique_days.astype("datetime64[D]")),
+        _readonly(open_ns), _readonly(close_ns),
+    )
+
+
+def local_days(timestamp_ns: np.ndarray, timezone: str) -> np.ndarray:
+    """Local calendar day of each UTC-ns timestamp in `timezone`, as int64 days since 1970-01-01."""
+    return local_wall_ns(timestamp_ns, timezone) // _DAY_NS
+
+
+def local_wall_ns(timestamp_ns: np.ndarray, timezone: str) -> np.ndarray:
+    """Local wall-clock time of each UTC-ns timestamp in `timezone`, as naive epoch ns (int64)."""
+    index = pd.DatetimeIndex(np.asarray(timestamp_ns, dtype=np.int64).view("datetime64[ns]"))
+    return index.tz_localize("UTC").tz_convert(timezone).tz_localize(None).asi8
+
+
+def _as_date(value: datetime.date | str) -> datetime.date:
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    return datetime.date.fromisoformat(str(value))
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@functools.lru_cache(maxsize=64)
+def _calendar_arrays(
+    calendar: str, start: datetime.date, end: datetime.date
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import exchange_calendars as xcals  # slow import; only paid when a calendar is used
+
+    names = xcals.get_calendar_names(include_aliases=True)
+    if calendar not in names:
+        close = difflib.get_close_matches(str(calendar), names, n=3)
+        suggestion = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(
+            f"unknown calendar {calendar!r} ({suggestion}use an exchange_calendars name such as "
+            "XNYS, XNAS, XLON, XTKS, or 'none' to infer sessions from the bars)"
+        )
+    try:
+        exchange = xcals.get_calendar(calendar, start=pd.Timestamp(start), end=pd.Timestamp(end))
+    except Exception as exc:  # the library raises several types for out-of-bounds dates
+        raise ValueError(
+            f"calendar {calendar!r} cannot cover {start}..{end}: {exc} (narrow the date range, "
+            "or use calendar 'none' to infer sessions from the bars)"
+        ) from None
+    schedule = exchange.schedule
+    dates = schedule.index.to_numpy().astype("datetime64[D]")
+    open_ns = pd.DatetimeIndex(schedule["open"]).as_unit("ns").asi8.copy()
+    close_ns = pd.DatetimeIndex(schedule["close"]).as_unit("ns").asi8.copy()
+    return _readonly(dates), _readonly(open_ns), _readonly(close_ns)
