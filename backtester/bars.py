@@ -681,7 +681,7 @@ def _assemble(
     sorted_codes = data.codes[order]
     sorted_stamps = data.timestamp[order]
     _check_values(data)
-    _check_order(data, order, sorted_codes, sorted_stamps, names)
+    _check_order(data, order, sorted_codes, sorted_stamps, names, selection.timezone)
 
     bar_ns = _bar_interval(sorted_codes, sorted_stamps, selection.timezone)
     if selection.bar_stamp == "close":
@@ -785,13 +785,14 @@ def _check_values(data: _Concatenated) -> None:
           lambda i: f"low {low[i]:g} is above min(open, close) {bottom[i]:g}")
     with np.errstate(invalid="ignore"):
         check(~(np.isfinite(volume) & (volume >= 0)), "volume",
-              lambda i: f"volume {volume[i]:g} must be a finite number >= 0")
+              lambda i: f"volume is {volume[i]:g} (it must be a number >= 0; write 0 for "
+              "no trades)")
     if failures:
         index, column, message = min(failures, key=lambda failure: failure[0])
         data.fail(index, column, message(index))
 
 
-def _check_order(data, order, sorted_codes, sorted_stamps, names) -> None:
+def _check_order(data, order, sorted_codes, sorted_stamps, names, timezone) -> None:
     """Each symbol's timestamps must strictly increase in file order."""
     same_symbol = sorted_codes[1:] == sorted_codes[:-1]
     bad = same_symbol & (sorted_stamps[1:] <= sorted_stamps[:-1])
@@ -804,7 +805,7 @@ def _check_order(data, order, sorted_codes, sorted_stamps, names) -> None:
     part, _ = data.locate(index)
     where = f"row {previous_row}" if previous_part is part else (
         f"{previous_part.source} row {previous_row}")
-    stamp = pd.Timestamp(int(data.timestamp[index]), tz="UTC")
+    stamp = pd.Timestamp(int(data.timestamp[index]), tz="UTC").tz_convert(timezone)
     symbol = names[int(data.codes[index])]
     if data.timestamp[index] == data.timestamp[previous]:
         message = f"duplicate timestamp {stamp} for {symbol} (also at {where})"

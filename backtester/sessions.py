@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import functools
+import warnings
 import zoneinfo
 from dataclasses import dataclass
 
@@ -175,7 +176,12 @@ def _calendar_arrays(
             "XNYS, XNAS, XLON, XTKS, or 'none' to infer sessions from the bars)"
         )
     try:
-        exchange = xcals.get_calendar(calendar, start=pd.Timestamp(start), end=pd.Timestamp(end))
+        with warnings.catch_warnings():
+            # exchange_calendars 4.x uses pandas APIs that pandas 3 deprecates; not ours to fix.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            exchange = xcals.get_calendar(
+                calendar, start=pd.Timestamp(start), end=pd.Timestamp(end)
+            )
     except Exception as exc:  # the library raises several types for out-of-bounds dates
         raise ValueError(
             f"calendar {calendar!r} cannot cover {start}..{end}: {exc} (narrow the date range, "
