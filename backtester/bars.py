@@ -150,7 +150,8 @@ def load_bars(
     exist). `start` and `end` are inclusive session dates. `bar_stamp` says whether the file
     stamps bars at their ``"open"`` or their ``"close"``.
 
-    Returns a `BarSet` whose sessions span the first to the last selected bar's session. Raises
+    Returns a `BarSet` whose sessions span the first to the last selected bar's session; a
+    symbol with no bars between `start` and `end` is left out of `BarSet.bars`. Raises
     `DataError` for a bad file (naming file, row and column) and ValueError for bad arguments.
     Parquet reads only the needed columns and pushes the symbol and date selection down to the
     reader. For example::
@@ -667,14 +668,19 @@ def _assemble(
     names = sorted({name for part in parts for name in part.names})
     if selection.symbols is not None:
         missing = [symbol for symbol in selection.symbols if symbol not in names]
+        listed = available() if missing else []
+        # A symbol may exist but have no rows in the pushed-down date window.
+        missing = [symbol for symbol in missing if symbol not in listed]
         if missing:
-            listed = available()
             shown = ", ".join(listed[:50]) + (" ..." if len(listed) > 50 else "")
             raise DataError(
                 source, f"symbol(s) {', '.join(missing)} not in the source (available: "
                 f"{shown or 'none'})", column="symbol",
             )
     if not parts:
+        if selection.start is not None or selection.end is not None:
+            raise DataError(source, f"no bars between {selection.start or 'the start'} and "
+                            f"{selection.end or 'the end'}")
         raise DataError(source, "no bars (the source has a header but no rows)")
     data = _Concatenated(parts, names)
     order = np.argsort(data.codes, kind="stable")

@@ -314,3 +314,17 @@ def test_bad_arguments_are_value_errors(tmp_path):
         bars.load_bars(path, timezone=NEW_YORK, calendar="NOPE")
     with pytest.raises(ValueError, match="unknown timezone"):
         bars.load_bars(path, timezone="New York")
+
+
+def test_date_filter_that_leaves_no_rows_in_parquet_is_not_a_missing_symbol(tmp_path, week):
+    synth.write(week, tmp_path / "bars.parquet")
+    with pytest.raises(DataError, match="no bars between 2025-01-02 and the end"):
+        bars.load_bars(tmp_path / "bars.parquet", timezone=NEW_YORK, symbols=["SYNA"],
+                       start=datetime.date(2025, 1, 2))
+
+
+def test_header_only_file_has_no_bars(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("timestamp,symbol,open,high,low,close,volume\n")
+    with pytest.raises(DataError, match="no bars"):
+        bars.load_bars(path, timezone=NEW_YORK)
