@@ -101,7 +101,7 @@ class JoblibEngine(Engine):
         if self.backend in ("sequential", "threading") or self.n_jobs == 1:
             return 0.0
         began = time.perf_counter()
-        self._make()(joblib.delayed(_warm_worker)(i) for i in range(self.n_jobs))
+        list(self._make()(joblib.delayed(_warm_worker)(i) for i in range(self.n_jobs)))
         return time.perf_counter() - began
 
     def run(self, tasks: Sequence[Task]) -> Iterator[list[ClusterResult]]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from . import indicators
 from .errors import ConfigError
@@ -92,7 +93,7 @@ class Func(Node):
 
     name: str
     args: tuple[Node, ...]
-    consts: tuple[float, ...] = ()
+    consts: tuple[float | None, ...] = ()
 
     @property
     def kind(self) -> str:  # type: ignore[override]
@@ -102,7 +103,16 @@ class Func(Node):
         return self.args
 
     def __str__(self) -> str:
-        parts = [str(a) for a in self.args] + [f"{c:g}" for c in self.consts]
+        spec = FUNCTIONS.get(self.name)
+        required = len(spec.consts) if spec is not None else len(self.consts)
+        parts = [str(a) for a in self.args] + [f"{c:g}" for c in self.consts[:required]]
+        if spec is not None:
+            # Options at their default are left out: `bars_since(x)` reads as written.
+            for option, c in zip(spec.options, self.consts[required:]):
+                if c != option.default:
+                    parts.append(f"{option.name}={c:g}")
+        if not parts and spec is not None and not spec.args and not spec.consts:
+            return self.name
         return f"{self.name}({', '.join(parts)})"
 
 
@@ -325,11 +335,32 @@ def is_true(values: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- functions
 
 @dataclass(frozen=True)
+class Option:
+    """An optional constant of a rule function, written `name=value` (or by position when
+    `positional`). `default` None means "absent unless written"; `integer` ones must be whole
+    numbers >= `minimum`, the others any finite number."""
+
+    name: str
+    default: float | None
+    minimum: float = 0.0
+    integer: bool = True
+    positional: bool = False
+
+
+@dataclass(frozen=True)
 class Function:
     """A rule function: its series arguments' kinds, integer constants, result kind and warm-up.
 
+    `args` are the kinds of the series arguments (named `arg_names` in messages), `consts` the
+    names of its required integer constants (>= `const_minimum`), `options` its optional ones;
+    a call's `Func.consts` holds the required constants then every option's value, in order,
+    so equal calls are equal nodes whether an option was written at its default or left out.
     `expand`, when given, rewrites the call into other nodes (so `rising(x, n)` shares `prev`
     nodes with other rules); otherwise `evaluate(series, consts, ctx)` computes it.
+
+    Warm-up: `warmup(consts)` bars plus `warmup_sessions` sessions (counting the current one)
+    of history make the value at a bar equal to that of one pass over all the data; nested calls
+    add up (see `warmup`).
     """
 
     name: str
@@ -337,10 +368,24 @@ class Function:
     consts: tuple[str, ...]
     result: str
     summary: str
-    evaluate: Callable[[list[np.ndarray], tuple[float, ...], Context], np.ndarray] | None = None
-    warmup: Callable[[tuple[float, ...]], int] = lambda consts: 0
-    expand: Callable[[tuple[Node, ...], tuple[float, ...]], Node] | None = None
+    evaluate: Callable[[list[np.ndarray], tuple[Any, ...], Context], np.ndarray] | None = None
+    warmup: Callable[[tuple[Any, ...]], int] = lambda consts: 0
+    expand: Callable[[tuple[Node, ...], tuple[Any, ...]], Node] | None = None
     const_minimum: int = 1
+    options: tuple[Option, ...] = ()
+    warmup_sessions: int = 0
+    arg_names: tuple[str, ...] = ()
+    example: str = ""
+
+    def signature(self) -> str:
+        """How a call is written, e.g. ``value_when(cond, x, k=0, max_bars=1000)``."""
+        names = list(self.arg_names or ("x", "y", "z")[: len(self.args)]) + list(self.consts)
+        names += [f"{o.name}={_format_default(o.default)}" for o in self.options]
+        return f"{self.name}({', '.join(names)})" if names else self.name
+
+
+def _format_default(value: float | None) -> str:
+    return "missing" if value is None else f"{value:g}"
 
 
 FUNCTIONS: dict[str, Function] = {}
@@ -433,52 +478,308 @@ def _elementwise(fn):
 register_function(Function(
     "crosses_above", (NUMBER, NUMBER), (), BOOL,
     "a[t] > b[t] and a[t-1] <= b[t-1] (all four present), like Pine's ta.crossover",
-    evaluate=_crosses_above, warmup=lambda c: 1))
+    evaluate=_crosses_above, warmup=lambda c: 1, arg_names=("a", "b"),
+    example="crosses_above(ema(9), ema(21))"))
 register_function(Function(
     "crosses_below", (NUMBER, NUMBER), (), BOOL,
     "a[t] < b[t] and a[t-1] >= b[t-1] (all four present), like Pine's ta.crossunder",
-    evaluate=_crosses_below, warmup=lambda c: 1))
+    evaluate=_crosses_below, warmup=lambda c: 1, arg_names=("a", "b"),
+    example="crosses_below(rsi(14), 30)"))
 register_function(Function(
     "crosses", (NUMBER, NUMBER), (), BOOL, "crosses_above(a, b) or crosses_below(a, b)",
-    expand=lambda a, c: Logic("or", (Func("crosses_above", a), Func("crosses_below", a)))))
+    expand=lambda a, c: Logic("or", (Func("crosses_above", a), Func("crosses_below", a))),
+    arg_names=("a", "b"), example="crosses(close, vwap)"))
 register_function(Function(
     "prev", ("any",), ("n",), "same", "x as it was n bars ago (missing for the first n bars)",
-    evaluate=_prev, warmup=lambda c: int(c[0])))
+    evaluate=_prev, warmup=lambda c: int(c[0]), example="close > prev(high, 1)"))
 register_function(Function(
     "change", (NUMBER,), ("n",), NUMBER, "x - prev(x, n)",
-    expand=lambda a, c: Arith("-", a[0], Func("prev", a, c))))
+    expand=lambda a, c: Arith("-", a[0], Func("prev", a, c)), example="change(close, 5) > 0.5"))
 register_function(Function(
     "pct_change", (NUMBER,), ("n",), NUMBER, "x / prev(x, n) - 1 (a fraction: 1% is 0.01)",
-    expand=lambda a, c: Arith("-", Arith("/", a[0], Func("prev", a, c)), Num(1.0))))
+    expand=lambda a, c: Arith("-", Arith("/", a[0], Func("prev", a, c)), Num(1.0)),
+    example="pct_change(close, 15) < -1%"))
 register_function(Function(
     "rising", (NUMBER,), ("n",), BOOL, "x rose on each of the last n bars: held(x > prev(x, 1), n)",
-    expand=lambda a, c: Func("held", (Cmp(">", a[0], Func("prev", a, (1.0,))),), c)))
+    expand=lambda a, c: Func("held", (Cmp(">", a[0], Func("prev", a, (1.0,))),), c),
+    example="rising(sma(20), 3)"))
 register_function(Function(
     "falling", (NUMBER,), ("n",), BOOL, "x fell on each of the last n bars: held(x < prev(x, 1), n)",
-    expand=lambda a, c: Func("held", (Cmp("<", a[0], Func("prev", a, (1.0,))),), c)))
+    expand=lambda a, c: Func("held", (Cmp("<", a[0], Func("prev", a, (1.0,))),), c),
+    example="falling(close, 4)"))
 register_function(Function(
     "held", (BOOL,), ("n",), BOOL, "cond true on each of the last n bars (the current one included)",
-    evaluate=_held, warmup=lambda c: int(c[0]) - 1))
+    evaluate=_held, warmup=lambda c: int(c[0]) - 1, arg_names=("cond",),
+    example="held(close > vwap, 10)"))
 register_function(Function(
     "within", (BOOL,), ("n",), BOOL, "cond true at least once in the last n bars (current included)",
-    evaluate=_within, warmup=lambda c: int(c[0]) - 1))
+    evaluate=_within, warmup=lambda c: int(c[0]) - 1, arg_names=("cond",),
+    example="within(crosses_below(rsi(14), 30), 5)"))
 register_function(Function(
     "count", (BOOL,), ("n",), NUMBER, "how many of the last n bars (current included) had cond true",
-    evaluate=_count, warmup=lambda c: int(c[0]) - 1))
+    evaluate=_count, warmup=lambda c: int(c[0]) - 1, arg_names=("cond",),
+    example="count(close > open, 10) >= 8"))
 register_function(Function(
-    "abs", (NUMBER,), (), NUMBER, "absolute value", evaluate=_elementwise(np.abs)))
+    "abs", (NUMBER,), (), NUMBER, "absolute value", evaluate=_elementwise(np.abs),
+    example="abs(change(close, 1)) > 0.5"))
 register_function(Function(
     "min", (NUMBER, NUMBER), (), NUMBER, "the smaller of a and b (missing if either is)",
-    evaluate=_elementwise(np.minimum)))
+    evaluate=_elementwise(np.minimum), arg_names=("a", "b"), example="low < min(open, close) - 1"))
 register_function(Function(
     "max", (NUMBER, NUMBER), (), NUMBER, "the larger of a and b (missing if either is)",
-    evaluate=_elementwise(np.maximum)))
+    evaluate=_elementwise(np.maximum), arg_names=("a", "b"), example="high > max(open, close) + 1"))
 register_function(Function(
     "is_missing", ("any",), (), BOOL, "true where x is missing (never unknown itself)",
-    evaluate=_is_missing))
+    evaluate=_is_missing, example="not is_missing(sma(200))"))
 register_function(Function(
     "fill_missing", (NUMBER, NUMBER), (), NUMBER, "x, with missing values replaced by v",
-    evaluate=_fill_missing))
+    evaluate=_fill_missing, arg_names=("x", "v"), example="fill_missing(relative_volume, 1) > 2"))
+
+
+
+
+# --------------------------------------------------------------------------- history functions
+#
+# `bars_since`, `value_when` and `highest_since`/`lowest_since` would, unbounded, depend on the
+# whole history before a bar: their value in a cluster would depend on where the cluster starts
+# (DESIGN.md invariant 3). Each therefore searches at most `max_bars` bars back (the current bar
+# included, so the window is bars t - max_bars .. t) and declares `max_bars` as its warm-up; a
+# cluster read from that warm-up sees exactly the bars an unsplit pass sees. A condition counts
+# only where it is exactly true (unknown bars are not true), as for alerts.
+
+DEFAULT_MAX_BARS = 1000
+"""How far the history functions look back unless the rule says `max_bars=` (their warm-up)."""
+
+_MAX_BARS = Option("max_bars", float(DEFAULT_MAX_BARS), minimum=1)
+
+
+@njit(cache=True, nogil=True)
+def bars_since_1d_nb(cond: np.ndarray, max_bars: int) -> np.ndarray:
+    """Bars since `cond` was last exactly 1.0 (0 on such a bar); NaN when it was not 1.0 on any
+    of the last `max_bars` + 1 bars. Equivalent to, per bar t,
+    `t - max(i for i in range(max(0, t - max_bars), t + 1) if cond[i] == 1)`."""
+    n = len(cond)
+    out = np.full(n, np.nan)
+    last = -1
+    for i in range(n):
+        if cond[i] == 1.0:
+            last = i
+        if last >= 0 and i - last <= max_bars:
+            out[i] = i - last
+    return out
+
+
+@njit(cache=True, nogil=True)
+def value_when_1d_nb(cond: np.ndarray, x: np.ndarray, k: int, max_bars: int) -> np.ndarray:
+    """`x` at the (k+1)-th most recent bar (k = 0: the latest) among the last `max_bars` + 1
+    where `cond` is exactly 1.0; NaN where there are fewer. Equivalent to
+    `pd.Series(x).where(cond == 1).ffill()` for k = 0 and an unbounded window."""
+    n = len(cond)
+    out = np.full(n, np.nan)
+    ring = np.zeros(k + 1, dtype=np.int64)  # the last k + 1 true bars, oldest at `head`
+    seen = 0
+    head = 0
+    for i in range(n):
+        if cond[i] == 1.0:
+            if seen < k + 1:
+                ring[seen] = i
+                seen += 1
+            else:
+                ring[head] = i
+                head = (head + 1) % (k + 1)
+        if seen == k + 1:
+            j = ring[head]
+            if i - j <= max_bars:
+                out[i] = x[j]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def extreme_since_1d_nb(cond: np.ndarray, x: np.ndarray, max_bars: int,
+                        highest: bool) -> np.ndarray:
+    """Highest (or lowest) `x` from the last bar where `cond` is exactly 1.0 through the current
+    bar, both included, skipping missing `x`; NaN before the first such bar, when it lies more
+    than `max_bars` bars back, or when every `x` since is missing. Equivalent to
+    `pd.Series(x).groupby((cond == 1).cumsum()).cummax()` where the group number is >= 1."""
+    n = len(cond)
+    out = np.full(n, np.nan)
+    last = -1
+    best = np.nan
+    for i in range(n):
+        if cond[i] == 1.0:
+            last = i
+            best = np.nan
+        if last < 0:
+            continue
+        v = x[i]
+        if not np.isnan(v) and (np.isnan(best) or (v > best if highest else v < best)):
+            best = v
+        if i - last <= max_bars:
+            out[i] = best
+    return out
+
+
+def _bars_since(series, consts, ctx):
+    default, max_bars = consts
+    out = bars_since_1d_nb(_float(series[0]), int(max_bars))
+    if default is not None:
+        out[np.isnan(out)] = default
+    return out
+
+
+def _value_when(series, consts, ctx):
+    k, max_bars = consts
+    return value_when_1d_nb(_float(series[0]), _float(series[1]), int(k), int(max_bars))
+
+
+def _extreme_since(highest: bool):
+    def run(series, consts, ctx):
+        return extreme_since_1d_nb(_float(series[0]), _float(series[1]), int(consts[0]), highest)
+    return run
+
+
+def _float(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+register_function(Function(
+    "bars_since", (BOOL,), (), NUMBER,
+    "bars since cond was last true (0 on a true bar); missing (or `default`) when it was not "
+    "true on any of the last max_bars + 1 bars",
+    evaluate=_bars_since, warmup=lambda c: int(c[1]), arg_names=("cond",),
+    options=(Option("default", None, minimum=-np.inf, integer=False), _MAX_BARS),
+    example="bars_since(crosses_above(close, vwap)) <= 5"))
+register_function(Function(
+    "value_when", (BOOL, NUMBER), (), NUMBER,
+    "x at the k-th most recent bar where cond was true (k = 0: the latest, maybe this bar), "
+    "within the last max_bars + 1 bars; missing otherwise",
+    evaluate=_value_when, warmup=lambda c: int(c[1]), arg_names=("cond", "x"),
+    options=(Option("k", 0.0, minimum=0, positional=True), _MAX_BARS),
+    example="close > value_when(crosses_above(close, vwap), high)"))
+register_function(Function(
+    "highest_since", (BOOL, NUMBER), (), NUMBER,
+    "highest x since the last bar where cond was true, that bar and this one included; "
+    "missing before it, or when it lies more than max_bars bars back",
+    evaluate=_extreme_since(True), warmup=lambda c: int(c[0]), arg_names=("cond", "x"),
+    options=(_MAX_BARS,), example="close < highest_since(crosses_above(close, vwap), high) - 1"))
+register_function(Function(
+    "lowest_since", (BOOL, NUMBER), (), NUMBER,
+    "lowest x since the last bar where cond was true, that bar and this one included; "
+    "missing before it, or when it lies more than max_bars bars back",
+    evaluate=_extreme_since(False), warmup=lambda c: int(c[0]), arg_names=("cond", "x"),
+    options=(_MAX_BARS,), example="close > lowest_since(crosses_below(rsi(14), 30), low) * 1.01"))
+
+
+# --------------------------------------------------------------------------- session functions
+#
+# Session-aware by name: they read the session table (`session`, `session_open`,
+# `session_close` context arrays), so a half-day's early close is the calendar's. A session's
+# first bar is the first bar of the data in that session; warm-up is in sessions.
+
+MINUTE_NS = 60 * 10**9
+
+
+@njit(cache=True, nogil=True)
+def session_first_1d_nb(x: np.ndarray, session: np.ndarray) -> np.ndarray:
+    """`x` at the first bar of each bar's session. Equivalent to
+    `pd.Series(x).groupby(session).transform("first")` (NaN kept)."""
+    n = len(x)
+    out = np.empty(n)
+    first = np.nan
+    for i in range(n):
+        if i == 0 or session[i] != session[i - 1]:
+            first = x[i]
+        out[i] = first
+    return out
+
+
+@njit(cache=True, nogil=True)
+def previous_session_last_1d_nb(x: np.ndarray, session: np.ndarray) -> np.ndarray:
+    """`x` at the last bar of the previous session (session index one less); NaN when the data
+    has no bar in that session. Equivalent to mapping each session s to
+    `pd.Series(x).groupby(session).last()[s - 1]`."""
+    n = len(x)
+    out = np.full(n, np.nan)
+    last = np.nan
+    last_session = -2
+    for i in range(n):
+        if i > 0 and session[i] != session[i - 1]:
+            last = x[i - 1]
+            last_session = session[i - 1]
+        if last_session == session[i] - 1:
+            out[i] = last
+    return out
+
+
+@njit(cache=True, nogil=True)
+def session_extreme_so_far_1d_nb(x: np.ndarray, session: np.ndarray,
+                                 highest: bool) -> np.ndarray:
+    """Running highest (or lowest) `x` from the first bar of each session through the current
+    bar, skipping missing values. Equivalent to `pd.Series(x).groupby(session).cummax()`."""
+    n = len(x)
+    out = np.empty(n)
+    best = np.nan
+    for i in range(n):
+        if i == 0 or session[i] != session[i - 1]:
+            best = np.nan
+        v = x[i]
+        if not np.isnan(v) and (np.isnan(best) or (v > best if highest else v < best)):
+            best = v
+        out[i] = best
+    return out
+
+
+def _session(ctx: Context) -> np.ndarray:
+    return np.ascontiguousarray(ctx.array("session"), dtype=np.int64)
+
+
+def _day_open(series, consts, ctx):
+    return session_first_1d_nb(_float(ctx.array("open")), _session(ctx))
+
+
+def _prev_day_close(series, consts, ctx):
+    return previous_session_last_1d_nb(_float(ctx.array("close")), _session(ctx))
+
+
+def _day_extreme(name: str, highest: bool):
+    def run(series, consts, ctx):
+        return session_extreme_so_far_1d_nb(_float(ctx.array(name)), _session(ctx), highest)
+    return run
+
+
+def _minutes_since_open(series, consts, ctx):
+    return (ctx.array("timestamp") - ctx.array("session_open")) / MINUTE_NS
+
+
+def _minutes_to_close(series, consts, ctx):
+    return (ctx.array("session_close") - ctx.array("timestamp")) / MINUTE_NS
+
+
+register_function(Function(
+    "day_open", (), (), NUMBER, "open of the first bar of the current session",
+    evaluate=_day_open, warmup_sessions=1, example="close > day_open * 1.01"))
+register_function(Function(
+    "prev_day_close", (), (), NUMBER,
+    "close of the last bar of the previous session (missing if it has no bars)",
+    evaluate=_prev_day_close, warmup_sessions=2, example="day_open > prev_day_close * 1.02"))
+register_function(Function(
+    "day_high_so_far", (), (), NUMBER,
+    "highest high of the current session so far, this bar included",
+    evaluate=_day_extreme("high", True), warmup_sessions=1,
+    example="high >= day_high_so_far and minutes_since_open >= 30"))
+register_function(Function(
+    "day_low_so_far", (), (), NUMBER,
+    "lowest low of the current session so far, this bar included",
+    evaluate=_day_extreme("low", False), warmup_sessions=1,
+    example="low <= day_low_so_far and minutes_since_open >= 30"))
+register_function(Function(
+    "minutes_since_open", (), (), NUMBER,
+    "minutes from the session's open to this bar's open (0 on a 09:30 bar at a 09:30 open)",
+    evaluate=_minutes_since_open, example="minutes_since_open < 60"))
+register_function(Function(
+    "minutes_to_close", (), (), NUMBER,
+    "minutes from this bar's open to the session's close (1 on the last 1-minute bar; "
+    "half-days close early)", evaluate=_minutes_to_close, example="minutes_to_close <= 15"))
 
 
 # --------------------------------------------------------------------------- warm-up
@@ -506,7 +807,9 @@ def _warmup(node: Node, memo: dict[Node, tuple[int, int]]) -> tuple[int, int]:
         own_bars, own_sessions = indicators.warmup(node.name, **params)
         bars, sessions = bars + own_bars, sessions + own_sessions
     elif isinstance(node, Func):
-        bars += FUNCTIONS[node.name].warmup(node.consts)
+        spec = FUNCTIONS[node.name]
+        bars += spec.warmup(node.consts)
+        sessions += spec.warmup_sessions
     memo[node] = (bars, sessions)
     return memo[node]
 
@@ -591,7 +894,11 @@ class _Parser:
             if isinstance(n.value, bool):
                 return Num(float(n.value), is_bool=True)
             if isinstance(n.value, (int, float)) and not isinstance(n.value, complex):
-                if not np.isfinite(float(n.value)):
+                try:
+                    finite = np.isfinite(float(n.value))
+                except OverflowError:
+                    finite = False
+                if not finite:
                     raise self.error("number out of range", n)
                 return Num(float(n.value))
             raise self.error(f"{type(n.value).__name__} literals are not allowed", n,
@@ -719,6 +1026,8 @@ class _Parser:
             value = -arg.operand.value if isinstance(arg.operand.value, (int, float)) else None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(f"{what} must be a number written in the rule", arg)
+        if not np.isfinite(float(value)) if isinstance(value, float) else abs(value) > 2**53:
+            raise self.error(f"{what} is out of range", arg)
         if float(value) != int(value) or value < minimum:
             raise self.error(f"{what} must be an integer >= {minimum:g}, got {value!r}", arg)
         return float(int(value))
