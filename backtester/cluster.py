@@ -17,13 +17,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from . import expr, trades
 from .bars import SymbolBars
 from .plan import AlertPlan, Plan
 from .schedule import Cluster
-from .sessions import SessionTable
+from .sessions import SessionTable, local_wall_ns
 
 MINUTE_NS = 60 * 10**9
 
@@ -66,25 +65,16 @@ def context_arrays(bars: SymbolBars, sessions: SessionTable | None) -> dict[str,
 def minute_of_day(timestamp: np.ndarray, session: np.ndarray, sessions: SessionTable) -> np.ndarray:
     """Exchange-local minutes since midnight of each bar's open time.
 
-    The UTC offset is looked up once per session (at its open and its close); only a session that
-    spans a DST change is converted bar by bar.
+    Uses the session table's per-session UTC offsets; only bars of a session that spans a DST
+    change (24-hour sessions with `calendar: none`) are converted one by one.
     """
     if len(timestamp) == 0:
         return np.zeros(0, dtype=np.int64)
-    first, last = int(session[0]), int(session[-1])
-    idx = np.arange(first, last + 1)
-    offsets = []
-    for edge in (sessions.open_ns[idx], sessions.close_ns[idx] - 1):
-        utc = pd.DatetimeIndex(edge.astype("datetime64[ns]"), tz="UTC")
-        local = utc.tz_convert(sessions.timezone).tz_localize(None)
-        offsets.append(local.asi8 - utc.tz_localize(None).asi8)
-    offset = offsets[0][session - first]
-    local_ns = timestamp + offset
-    changed = np.flatnonzero(offsets[0] != offsets[1])
-    if len(changed):
-        mask = np.isin(session - first, changed)
-        utc = pd.DatetimeIndex(timestamp[mask].astype("datetime64[ns]"), tz="UTC")
-        local_ns[mask] = utc.tz_convert(sessions.timezone).tz_localize(None).asi8
+    at_open, at_close = sessions.utc_offsets_ns
+    local_ns = timestamp + at_open[session]
+    changed = at_open[session] != at_close[session]
+    if changed.any():
+        local_ns[changed] = local_wall_ns(timestamp[changed], sessions.timezone)
     return (local_ns // MINUTE_NS) % 1440
 
 

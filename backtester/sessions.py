@@ -70,6 +70,16 @@ class SessionTable:
         inside[inside] = timestamp_ns[inside] < self.close_ns[index[inside]]
         return np.where(inside, index, -1).astype(np.int32)
 
+    @functools.cached_property
+    def utc_offsets_ns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Local-minus-UTC offset (ns) of each session at its open and just before its close.
+
+        Computed once per table (one time-zone conversion per session, not per bar); the two
+        differ only for a session that spans a DST change.
+        """
+        return (local_wall_ns(self.open_ns, self.timezone) - self.open_ns,
+                local_wall_ns(self.close_ns - 1, self.timezone) - (self.close_ns - 1))
+
     def slice(self, start: int, stop: int) -> SessionTable:
         """Sessions ``[start, stop)`` as a new table (views, no copies)."""
         return SessionTable(
