@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -572,8 +573,9 @@ def bars_since_1d_nb(cond: np.ndarray, max_bars: int) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def value_when_1d_nb(cond: np.ndarray, x: np.ndarray, k: int, max_bars: int) -> np.ndarray:
     """`x` at the (k+1)-th most recent bar (k = 0: the latest) among the last `max_bars` + 1
-    where `cond` is exactly 1.0; NaN where there are fewer. Equivalent to
-    `pd.Series(x).where(cond == 1).ffill()` for k = 0 and an unbounded window."""
+    where `cond` is exactly 1.0; NaN where there are fewer. For k = 0 and an unbounded window,
+    equivalent to `x[last]` with `last = pd.Series(np.where(cond == 1, np.arange(n), np.nan))
+    .ffill()` (NaN where `last` is)."""
     n = len(cond)
     out = np.full(n, np.nan)
     ring = np.zeros(k + 1, dtype=np.int64)  # the last k + 1 true bars, oldest at `head`
@@ -598,23 +600,23 @@ def value_when_1d_nb(cond: np.ndarray, x: np.ndarray, k: int, max_bars: int) -> 
 def extreme_since_1d_nb(cond: np.ndarray, x: np.ndarray, max_bars: int,
                         highest: bool) -> np.ndarray:
     """Highest (or lowest) `x` from the last bar where `cond` is exactly 1.0 through the current
-    bar, both included, skipping missing `x`; NaN before the first such bar, when it lies more
-    than `max_bars` bars back, or when every `x` since is missing. Equivalent to
-    `pd.Series(x).groupby((cond == 1).cumsum()).cummax()` where the group number is >= 1."""
+    bar, both included; NaN before the first such bar, when it lies more than `max_bars` bars
+    back, or when `x` is missing on any bar of that span. Equivalent to
+    `pd.Series(x).groupby((cond == 1).cumsum()).cummax()` on groups >= 1 for finite `x`."""
     n = len(cond)
     out = np.full(n, np.nan)
     last = -1
     best = np.nan
     for i in range(n):
+        v = x[i]
         if cond[i] == 1.0:
             last = i
-            best = np.nan
-        if last < 0:
-            continue
-        v = x[i]
-        if not np.isnan(v) and (np.isnan(best) or (v > best if highest else v < best)):
             best = v
-        if i - last <= max_bars:
+        elif last >= 0 and (v > best if highest else v < best):
+            best = v
+        elif np.isnan(v):
+            best = np.nan  # stays missing: NaN compares false until the next true bar
+        if last >= 0 and i - last <= max_bars:
             out[i] = best
     return out
 
@@ -659,13 +661,13 @@ register_function(Function(
 register_function(Function(
     "highest_since", (BOOL, NUMBER), (), NUMBER,
     "highest x since the last bar where cond was true, that bar and this one included; "
-    "missing before it, or when it lies more than max_bars bars back",
+    "missing before it, when it lies more than max_bars bars back, or if x was missing since",
     evaluate=_extreme_since(True), warmup=lambda c: int(c[0]), arg_names=("cond", "x"),
     options=(_MAX_BARS,), example="close < highest_since(crosses_above(close, vwap), high) - 1"))
 register_function(Function(
     "lowest_since", (BOOL, NUMBER), (), NUMBER,
     "lowest x since the last bar where cond was true, that bar and this one included; "
-    "missing before it, or when it lies more than max_bars bars back",
+    "missing before it, when it lies more than max_bars bars back, or if x was missing since",
     evaluate=_extreme_since(False), warmup=lambda c: int(c[0]), arg_names=("cond", "x"),
     options=(_MAX_BARS,), example="close > lowest_since(crosses_below(rsi(14), 30), low) * 1.01"))
 
@@ -715,16 +717,17 @@ def previous_session_last_1d_nb(x: np.ndarray, session: np.ndarray) -> np.ndarra
 def session_extreme_so_far_1d_nb(x: np.ndarray, session: np.ndarray,
                                  highest: bool) -> np.ndarray:
     """Running highest (or lowest) `x` from the first bar of each session through the current
-    bar, skipping missing values. Equivalent to `pd.Series(x).groupby(session).cummax()`."""
+    bar; missing from a missing `x` to the session's end. Equivalent to
+    `pd.Series(x).groupby(session).cummax()` for finite `x`."""
     n = len(x)
     out = np.empty(n)
     best = np.nan
     for i in range(n):
-        if i == 0 or session[i] != session[i - 1]:
-            best = np.nan
         v = x[i]
-        if not np.isnan(v) and (np.isnan(best) or (v > best if highest else v < best)):
+        if i == 0 or session[i] != session[i - 1]:
             best = v
+        elif (v > best if highest else v < best) or np.isnan(v):
+            best = v  # a NaN stays: it compares false with every later value
         out[i] = best
     return out
 
@@ -847,6 +850,9 @@ _PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*%")
 _CMP_OPS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
 _ARITH_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _MAX_LENGTH = 4000
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_WHITESPACE = re.compile(r"\s")
+_MAX_CONST = 10**9  # bars: a larger window is a typo, and would not fit a float exactly
 
 
 class _Parser:
@@ -855,32 +861,57 @@ class _Parser:
         self.source, self.field, self.text = source, field, text
         self.defines, self.stack = defines, stack
         self.mapping: list[tuple[int, int]] = []
+        self.wrapped = f"({text}\n)"
 
     def error(self, message: str, node: ast.AST | None = None, hint: str | None = None,
               column: int | None = None) -> ConfigError:
+        """A `ConfigError` at `node` (or at character `column` of the rule): one line saying
+        where, plus a `detail` showing the rule with a caret under that column."""
         col = column
-        if col is None and node is not None and getattr(node, "col_offset", None) is not None:
-            # `ast` columns count from the "(" the text was wrapped in, after % rewriting.
-            col = _map_column(max(0, node.col_offset - 1), self.mapping)
-        if col is not None:
-            message = f"{message} at column {col + 1}"
-        err = ConfigError(self.source, self.field, message, hint)
-        if col is not None:
-            err.detail = f"    {self.text}\n    {' ' * col}^"
+        if col is None and node is not None and getattr(node, "lineno", None) is not None:
+            col = self._column(node.lineno, node.col_offset, in_bytes=True)
+        if col is None:
+            col = 0
+        col = max(0, min(col, len(self.text)))
+        err = ConfigError(self.source, self.field, f"{message} at column {col + 1}", hint)
+        err.detail = _caret(self.text, col)
         return err
+
+    def _column(self, lineno: int, offset: int, in_bytes: bool) -> int:
+        """Character index in the rule of a position `ast` reports in the wrapped text.
+
+        `ast` counts lines from 1 and columns from 0, in UTF-8 bytes (`in_bytes`; a
+        SyntaxError's offset counts characters) of "(" + the rule after `%` rewriting + "\\n)";
+        the rule may span lines (YAML `|`).
+        """
+        starts = [0] + [m.end() for m in _NEWLINE.finditer(self.wrapped)]
+        line_start = starts[min(max(lineno, 1), len(starts)) - 1]
+        line = _NEWLINE.split(self.wrapped[line_start:], maxsplit=1)[0]
+        if in_bytes:
+            offset = len(line.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
+        position = line_start + offset - 1  # the wrapping "("
+        return _map_column(max(0, position), self.mapping)
 
     def parse(self) -> Node:
         text = self.text
         if len(text) > _MAX_LENGTH:
-            raise self.error(f"expression longer than {_MAX_LENGTH} characters")
+            raise self.error(f"expression longer than {_MAX_LENGTH} characters",
+                             column=_MAX_LENGTH)
+        if not text.strip():
+            raise self.error("empty rule", hint="write a condition such as `rsi(14) < 30`")
         rewritten, mapping = _rewrite_percentages(text)
         self.mapping = mapping
+        self.wrapped = f"({rewritten}\n)"
         try:
-            tree = ast.parse(rewritten.strip() and f"({rewritten}\n)", mode="eval")
+            with warnings.catch_warnings():
+                # Python warns about text like `1and`; under `-W error` that would escape as a
+                # SyntaxWarning instead of our error, so treat it as the syntax error it is.
+                warnings.simplefilter("error", SyntaxWarning)
+                tree = ast.parse(self.wrapped, mode="eval")
         except SyntaxError as exc:
-            col = max(0, (exc.offset or 2) - 2)
-            col = min(_map_column(col, mapping), len(text))
-            raise self.error(f"invalid syntax ({exc.msg})", column=col) from None
+            col = self._column(exc.lineno or 1, (exc.offset or 1) - 1, in_bytes=False)
+            why = "" if exc.msg == "invalid syntax" else f" ({exc.msg})"
+            raise self.error(f"invalid syntax{why}", column=col) from None
         except (ValueError, RecursionError, MemoryError):
             raise self.error("cannot parse the expression (too deeply nested?)") from None
         try:
@@ -981,6 +1012,10 @@ class _Parser:
             sub = _Parser(self.source, f"define.{name}", self.defines[name], self.defines,
                           (*self.stack, name))
             return sub.parse()
+        function = FUNCTIONS.get(name)
+        if function is not None and not function.args and not function.consts:
+            # Argument-free functions read like fields: `close > day_open`.
+            return Func(name, (), tuple(o.default for o in function.options))
         if name in FUNCTIONS or name in indicators.REGISTRY:
             spec = indicators.REGISTRY.get(name)
             if spec is not None and not spec.params or spec is not None and all(
@@ -1004,11 +1039,13 @@ class _Parser:
         for arg in n.args:
             if isinstance(arg, ast.Starred):
                 raise self.error("starred arguments are not allowed", arg)
-        kwargs = {}
+        kwargs: dict[str, ast.keyword] = {}
         for kw in n.keywords:
             if kw.arg is None:
-                raise self.error("'**' arguments are not allowed", n)
-            kwargs[kw.arg] = kw.value
+                raise self.error("'**' arguments are not allowed", kw)
+            if kw.arg in kwargs:
+                raise self.error(f"{name}() got '{kw.arg}' twice", kw)
+            kwargs[kw.arg] = kw
         if name in FUNCTIONS and output is None:
             return self.function(name, n, kwargs, mapping)
         if name in indicators.REGISTRY:
@@ -1020,28 +1057,55 @@ class _Parser:
         raise self.error(f"unknown function '{name}'", n, hint)
 
     def _const(self, arg: ast.AST, what: str, minimum: float = 1) -> float:
-        value = arg.value if isinstance(arg, ast.Constant) else None
-        if isinstance(arg, ast.UnaryOp) and isinstance(arg.op, ast.USub) and \
-                isinstance(arg.operand, ast.Constant):
-            value = -arg.operand.value if isinstance(arg.operand.value, (int, float)) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        value = _literal(arg)
+        if value is None:
             raise self.error(f"{what} must be a number written in the rule", arg)
-        if not np.isfinite(float(value)) if isinstance(value, float) else abs(value) > 2**53:
-            raise self.error(f"{what} is out of range", arg)
-        if float(value) != int(value) or value < minimum:
-            raise self.error(f"{what} must be an integer >= {minimum:g}, got {value!r}", arg)
-        return float(int(value))
+        number = _finite(value)
+        if number is None or number != int(number) or not minimum <= number <= _MAX_CONST:
+            got = "a number out of range" if number is None else f"{value!r}"
+            raise self.error(f"{what} must be an integer between {minimum:g} and "
+                             f"{_MAX_CONST:,}, got {got}", arg)
+        return float(int(number))
 
-    def function(self, name: str, n: ast.Call, kwargs, mapping) -> Node:
+    def _number_const(self, arg: ast.AST, what: str) -> float:
+        value = _literal(arg)
+        value = None if value is None else _finite(value)
+        if value is None:
+            raise self.error(f"{what} must be a finite number written in the rule", arg)
+        return value
+
+    def function(self, name: str, n: ast.Call, kwargs: Mapping[str, ast.keyword],
+                 mapping) -> Node:
+        """A call of a rule function, bound as Python binds arguments: series by position, then
+        the required constants and positional options by position or by name, the other
+        options by name only."""
         spec = FUNCTIONS[name]
-        if kwargs:
-            key = next(iter(kwargs))
-            raise self.error(f"{name}() takes no keyword argument '{key}'", n)
-        expected = len(spec.args) + len(spec.consts)
-        if len(n.args) != expected:
-            names = ", ".join(("x", "y", "z")[: len(spec.args)] + spec.consts)
-            raise self.error(f"{name}() takes {expected} argument{'s' * (expected != 1)} "
-                             f"({names}), got {len(n.args)}", n)
+        usage = f"call it like {spec.signature()}"
+        slots = [(c, None) for c in spec.consts] + [(o.name, o) for o in spec.options]
+        names = [slot for slot, _ in slots]
+        for key, kw in kwargs.items():
+            if key not in names:
+                if key in spec.arg_names:
+                    raise self.error(f"{name}() takes '{key}' by position", kw, usage)
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"did you mean '{close[0]}='?" if close else usage
+                raise self.error(f"{name}() has no option '{key}'", kw, hint)
+        by_position = len(spec.args) + len(spec.consts) + sum(o.positional for o in spec.options)
+        least = len(spec.args) + sum(1 for c in spec.consts if c not in kwargs)
+        if not least <= len(n.args) <= by_position:
+            if by_position == 0:
+                raise self.error(f"{name} takes no arguments", n,
+                                 f"write it like a field: {name}")
+            count = f"{least}" if least == by_position else f"{least} to {by_position}"
+            raise self.error(f"{name}() takes {count} positional argument"
+                             f"{'s' * (by_position != 1)}, got {len(n.args)}", n, usage)
+        written: dict[str, ast.AST] = {}
+        for (slot, _), arg in zip(slots, n.args[len(spec.args):]):
+            written[slot] = arg
+        for key, kw in kwargs.items():
+            if key in written:
+                raise self.error(f"{name}() got '{key}' twice", kw)
+            written[key] = kw.value
         series = []
         for kind, arg in zip(spec.args, n.args):
             if kind == NUMBER:
@@ -1050,14 +1114,24 @@ class _Parser:
                 series.append(self.condition(arg, mapping))
             else:
                 series.append(self.node(arg, mapping))
-        consts = tuple(self._const(a, f"{name}() argument '{c}'", spec.const_minimum)
-                       for c, a in zip(spec.consts, n.args[len(spec.args):]))
+        consts: list[float | None] = []
+        for slot, option in slots:
+            arg = written.get(slot)
+            what = f"{name}() argument '{slot}'"
+            if option is None:
+                consts.append(self._const(arg, what, spec.const_minimum))
+            elif arg is None:
+                consts.append(option.default)
+            elif option.integer:
+                consts.append(self._const(arg, what, option.minimum))
+            else:
+                consts.append(self._number_const(arg, what))
         if spec.expand is not None:
-            return spec.expand(tuple(series), consts)
+            return spec.expand(tuple(series), tuple(consts))
         if spec.result == "same":
-            return _Same(name, tuple(series), consts) if series[0].kind == BOOL else \
-                Func(name, tuple(series), consts)
-        return Func(name, tuple(series), consts)
+            return _Same(name, tuple(series), tuple(consts)) if series[0].kind == BOOL else \
+                Func(name, tuple(series), tuple(consts))
+        return Func(name, tuple(series), tuple(consts))
 
     def indicator(self, name: str, n: ast.Call | None, args, kwargs, output, where: ast.AST,
                   mapping=None) -> Node:
@@ -1077,22 +1151,20 @@ class _Parser:
                              f"{', '.join(spec.inputs)}", args[0])
         values = []
         for arg in args:
-            value = arg.value if isinstance(arg, ast.Constant) else None
-            if isinstance(arg, ast.UnaryOp) and isinstance(arg.op, ast.USub) and \
-                    isinstance(arg.operand, ast.Constant):
-                value = -arg.operand.value if not isinstance(arg.operand.value, str) else None
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self.error(f"{name}() parameters must be numbers written in the rule", arg)
+            value = _literal(arg)
+            if value is None or _finite(value) is None:
+                raise self.error(f"{name}() parameters must be finite numbers written in the "
+                                 "rule", arg)
             values.append(value)
         kw = {}
-        for key, arg in kwargs.items():
-            if not isinstance(arg, ast.Constant) or isinstance(arg.value, bool) or \
-                    not isinstance(arg.value, (int, float)):
-                raise self.error(f"{name}() parameter '{key}' must be a number", arg)
-            kw[key] = arg.value
+        for key, keyword in kwargs.items():
+            value = _literal(keyword.value)
+            if value is None or _finite(value) is None:
+                raise self.error(f"{name}() parameter '{key}' must be a finite number", keyword)
+            kw[key] = value
         try:
             bound = indicators.bind_params(name, values, kw)
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise self.error(f"{name}(): {exc}", where) from None
         if spec.cumulative and source is not None:
             raise self.error(f"{name}() is cumulative and reads raw bars only", where)
@@ -1118,6 +1190,40 @@ class _Same(Func):
     @property
     def kind(self) -> str:  # type: ignore[override]
         return BOOL
+
+
+def _literal(arg: ast.AST) -> int | float | None:
+    """The number written at `arg` (`3`, `-2.5`, `+1`), or None when it is anything else."""
+    sign = 1
+    if isinstance(arg, ast.UnaryOp) and isinstance(arg.op, (ast.USub, ast.UAdd)):
+        sign = -1 if isinstance(arg.op, ast.USub) else 1
+        arg = arg.operand
+    if not isinstance(arg, ast.Constant):
+        return None
+    value = arg.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return -value if sign < 0 else value
+
+
+def _finite(value: int | float) -> float | None:
+    """`value` as a float, or None when it is out of the float range (`1e400`, `9` * 400)."""
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if np.isfinite(out) else None
+
+
+def _caret(text: str, col: int, width: int = 100) -> str:
+    """The rule on one line (whitespace shown as spaces), a caret under `col` below it; a long
+    rule is cut to `width` characters around the caret."""
+    flat = _WHITESPACE.sub(" ", text)
+    first = 0 if len(flat) <= width else max(0, min(col - width // 2, len(flat) - width))
+    shown = flat[first:first + width]
+    lead = "..." if first else ""
+    tail = "..." if first + width < len(flat) else ""
+    return f"    {lead}{shown}{tail}\n    {' ' * (len(lead) + col - first)}^"
 
 
 def _src(node: Node) -> str:
@@ -1162,6 +1268,7 @@ def parse_condition(text: str, *, source: str = "<rule>", field: str = "when",
     """`parse`, requiring the rule to be a condition (a comparison, cross, and/or ...)."""
     node = parse(text, source=source, field=field, defines=defines)
     if node.kind != BOOL:
-        raise ConfigError(source, field, f"the rule '{_src(node)}' is a number, not a condition",
-                          "compare it, e.g. `rsi(14) < 30`")
+        raise _Parser(source, field, text, defines or {}, ()).error(
+            f"the rule '{_src(node)}' is a number, not a condition",
+            hint="compare it, e.g. `rsi(14) < 30`", column=0)
     return node

@@ -140,7 +140,9 @@ _ALPHABET = st.sampled_from(list("abcdefghijklmnopqrstuvwxyz_0123456789()[]{}.,:
 _TOKENS = st.sampled_from(["rsi(14)", "close", "sma(", ")", " and ", " or ", "not ", "<", ">",
                            "30", "1.5%", "macd(12, 26, 9)", ".signal", "__class__", "lambda",
                            "import os", "crosses_above(", ",", "prev(", "**", "[0]", "'x'",
-                           "exec(", "open", "(", "define", "1e308", "-", "9" * 400])
+                           "exec(", "open", "(", "define", "1e308", "-", "9" * 400,
+                           "bars_since(", "value_when(", "default=", "max_bars=", "k=", "=",
+                           "day_open", "prev_day_close", "minutes_to_close", "\n", "é", "**"])
 
 
 @settings(max_examples=1500, deadline=None)
@@ -151,3 +153,5 @@ def test_fuzzed_rules_parse_or_raise_our_error_only(text):
         expr.parse(text, source="fuzz", field="when")
     except ConfigError as err:
         assert str(err).startswith("fuzz: when")
+        assert "\n" not in str(err) and " at column " in str(err)
+        assert err.detail.splitlines()[-1].strip() == "^"
