@@ -397,6 +397,10 @@ def register_function(function: Function) -> Function:
     return function
 
 
+def _float(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
 def shift(x: np.ndarray, n: int) -> np.ndarray:
     """x n bars ago; NaN for the first n bars. Equivalent to `pd.Series(x).shift(n)`."""
     out = np.full_like(x, np.nan)
@@ -431,29 +435,47 @@ def _crosses_below(series, consts, ctx):
     return _crosses_above([b, a], consts, ctx)
 
 
-def _held(series, consts, ctx):
-    (x,), n = series, int(consts[0])
-    false = rolling_sum((x == 0.0).astype(np.float64), n)
-    missing = rolling_sum(np.isnan(x).astype(np.float64), n)
-    out = np.where(missing > 0, np.nan, 1.0)
-    out[false > 0] = 0.0
-    out[np.isnan(false)] = np.nan
+HELD, WITHIN, COUNT = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def window_truth_1d_nb(cond: np.ndarray, n: int, mode: int) -> np.ndarray:
+    """Three-valued summaries of `cond` over the last `n` bars (current included), in one pass;
+    NaN for the first n - 1 bars. `mode` HELD: 0 if any bar is false, else NaN if any is
+    unknown, else 1; WITHIN: 1 if any is true, else NaN if any is unknown, else 0; COUNT: how
+    many are true. The numpy equivalents are `rolling_sum` of `cond == 0`, `cond == 1` and
+    `isnan(cond)`, combined that way."""
+    size = len(cond)
+    out = np.full(size, np.nan)
+    true = false = missing = 0
+    for i in range(size):
+        v = cond[i]
+        # branch-free counting: conditions flip often, so branches mispredict
+        true += v == 1.0
+        false += v == 0.0
+        missing += v != v
+        if i >= n:
+            old = cond[i - n]
+            true -= old == 1.0
+            false -= old == 0.0
+            missing -= old != old
+        if i >= n - 1:
+            if mode == COUNT:
+                out[i] = true
+            elif mode == HELD:
+                out[i] = 0.0 if false > 0 else (np.nan if missing > 0 else 1.0)
+            else:
+                out[i] = 1.0 if true > 0 else (np.nan if missing > 0 else 0.0)
     return out
 
 
-def _within(series, consts, ctx):
-    (x,), n = series, int(consts[0])
-    true = rolling_sum((x == 1.0).astype(np.float64), n)
-    missing = rolling_sum(np.isnan(x).astype(np.float64), n)
-    out = np.where(missing > 0, np.nan, 0.0)
-    out[true > 0] = 1.0
-    out[np.isnan(true)] = np.nan
-    return out
+def _window_truth(mode: int):
+    def run(series, consts, ctx):
+        return window_truth_1d_nb(_float(series[0]), int(consts[0]), mode)
+    return run
 
 
-def _count(series, consts, ctx):
-    (x,), n = series, int(consts[0])
-    return rolling_sum((x == 1.0).astype(np.float64), n)
+_held, _within, _count = _window_truth(HELD), _window_truth(WITHIN), _window_truth(COUNT)
 
 
 def _prev(series, consts, ctx):
@@ -638,10 +660,6 @@ def _extreme_since(highest: bool):
     def run(series, consts, ctx):
         return extreme_since_1d_nb(_float(series[0]), _float(series[1]), int(consts[0]), highest)
     return run
-
-
-def _float(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float64)
 
 
 register_function(Function(

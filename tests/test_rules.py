@@ -145,6 +145,21 @@ def test_history_kernels_match_their_pandas_equivalents(cond, data):
     np.testing.assert_array_equal(expr.extreme_since_1d_nb(cond, x, unbounded, True), expected)
 
 
+@settings(max_examples=300, deadline=None)
+@given(cond=st.lists(st.sampled_from([0.0, 1.0, np.nan]), max_size=60), n=st.integers(1, 8))
+def test_window_kernel_matches_its_rolling_sum_equivalent(cond, n):
+    cond = np.array(cond, dtype=np.float64)
+    true = expr.rolling_sum((cond == 1).astype(float), n)
+    false = expr.rolling_sum((cond == 0).astype(float), n)
+    missing = expr.rolling_sum(np.isnan(cond).astype(float), n)
+    held = np.where(false > 0, 0.0, np.where(missing > 0, np.nan, 1.0))
+    within = np.where(true > 0, 1.0, np.where(missing > 0, np.nan, 0.0))
+    held[np.isnan(true)] = within[np.isnan(true)] = np.nan
+    np.testing.assert_array_equal(expr.window_truth_1d_nb(cond, n, expr.HELD), held)
+    np.testing.assert_array_equal(expr.window_truth_1d_nb(cond, n, expr.WITHIN), within)
+    np.testing.assert_array_equal(expr.window_truth_1d_nb(cond, n, expr.COUNT), true)
+
+
 # --------------------------------------------------------------------------- session functions
 
 def calendar_arrays(first="2024-07-02", last="2024-07-05", skip=(), seed=3):
