@@ -910,6 +910,13 @@ class _Parser:
         position = line_start + offset - 1  # the wrapping "("
         return _map_column(max(0, position), self.mapping)
 
+    def _attribute_column(self, n: ast.Attribute) -> int:
+        """Where the name after the dot of `n` begins (`ast` only gives the whole expression)."""
+        if n.end_lineno is None or n.end_col_offset is None:
+            return self._column(n.lineno, n.col_offset, in_bytes=True)
+        start = n.end_col_offset - len(n.attr.encode("utf-8"))
+        return self._column(n.end_lineno, start, in_bytes=True)
+
     def parse(self) -> Node:
         text = self.text
         if len(text) > _MAX_LENGTH:
@@ -990,8 +997,9 @@ class _Parser:
             return self.call(n, mapping, output=None)
         if isinstance(n, ast.Attribute):
             if not isinstance(n.value, ast.Call):
-                raise self.error(f"'.{n.attr}' is only allowed on an indicator call", n,
-                                 "like macd(12, 26, 9).signal")
+                raise self.error(f"'.{n.attr}' is only allowed on an indicator call",
+                                 hint="like macd(12, 26, 9).signal",
+                                 column=self._attribute_column(n))
             return self.call(n.value, mapping, output=(n.attr, n))
         what = {ast.Subscript: "subscripts", ast.Lambda: "lambdas", ast.IfExp: "if-expressions",
                 ast.ListComp: "comprehensions", ast.GeneratorExp: "comprehensions",
@@ -1069,7 +1077,7 @@ class _Parser:
         if name in indicators.REGISTRY:
             return self.indicator(name, n, n.args, kwargs, output, n, mapping)
         if name in FUNCTIONS:
-            raise self.error(f"'{name}' has no outputs", output[1])
+            raise self.error(f"'{name}' has no outputs", column=self._attribute_column(output[1]))
         close = difflib.get_close_matches(name, list(FUNCTIONS) + list(indicators.REGISTRY), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "see docs/rules.md for the functions"
         raise self.error(f"unknown function '{name}'", n, hint)
@@ -1193,7 +1201,8 @@ class _Parser:
                 choices = ", ".join(spec.outputs) if spec.outputs else "none"
                 close = difflib.get_close_matches(attr, spec.outputs, n=1)
                 hint = f"did you mean '.{close[0]}'?" if close else f"outputs: {choices}"
-                raise self.error(f"{name}() has no output '{attr}'", attr_node, hint)
+                raise self.error(f"{name}() has no output '{attr}'", hint=hint,
+                                 column=self._attribute_column(attr_node))
             out_name = attr
         elif spec.outputs:
             out_name = spec.outputs[0]

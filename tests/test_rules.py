@@ -4,6 +4,7 @@ point into the rule."""
 
 import datetime
 import itertools
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -380,8 +381,11 @@ def test_split_check_catches_a_warmup_one_bar_short():
     ("highest_since(close > 1, high, 3)", "takes 2 positional arguments, got 3", 0),
     ("day_open(1)", "day_open takes no arguments at column 1 (write it like a field: day_open)",
      0),
-    ("close > day_open.x", "'.x' is only allowed on an indicator call at column 9", 8),
-    ("close > day_open().x", "'day_open' has no outputs", 8),
+    ("close > day_open.x", "'.x' is only allowed on an indicator call at column 18", 17),
+    ("close > day_open().x", "'day_open' has no outputs at column 20", 19),
+    ("macd(12, 26, 9).signl > 0", "macd() has no output 'signl' at column 17 "
+                                  "(did you mean '.signal'?)", 16),
+    ("close > 1 and (macd(12, 26, 9)\n  ).signl > 0", "has no output 'signl' at column 36", 35),
     ("close > day_opne", "unknown name 'day_opne' at column 9 (did you mean 'day_open'?)", 8),
     ("bars_snce(close > 1) < 3", "unknown function 'bars_snce' at column 1 "
                                  "(did you mean 'bars_since'?)", 0),
@@ -450,3 +454,32 @@ def test_fuzzed_calls_compile_or_fail_with_a_located_config_error(text):
     else:
         expr.warmup(node)
         str(node)
+
+
+# --------------------------------------------------------------------------- docs
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
+
+
+def test_every_function_is_documented_with_its_signature():
+    text = DOCS.read_text()
+    for name, spec in expr.FUNCTIONS.items():
+        assert f"| `{spec.signature()}` |" in text, f"docs/rules.md lacks a row for {name}"
+
+
+def test_rebound_example_in_the_docs():
+    # 1-minute bars from 10:00; "oversold" only at 10:02 and 10:03 (highs 99.8 and 99.6)
+    close = np.full(12, 99.5)
+    close[[5, 7]] = [99.7, 99.9]
+    high = close + 0.05
+    high[[2, 3]] = [99.8, 99.6]
+    flag = np.ones(12)
+    flag[[2, 3]] = 0.0
+    ctx = ctx_of(close, high=high, volume=flag)
+    node = expr.parse_condition("bars_since(oversold) <= 5 and close > value_when(oversold, high)",
+                                defines={"oversold": "volume == 0"})
+    values = expr.evaluate([node], ctx)
+    since = values[expr.parse("bars_since(volume == 0)")]
+    assert since[5] == 2 and since[9] == 6
+    assert values[expr.parse("value_when(volume == 0, high)")][5] == 99.6
+    assert list(np.flatnonzero(values[node] == 1.0)) == [5, 7]
