@@ -1,4 +1,4 @@
-"""The command line: `backtester run | validate | synth | docs`.
+"""The command line: `backtester run | validate | synth | docs | regress | compare`.
 
 Bad input (config, rule, data) prints one line on stderr, `file: field: what is wrong (hint)`,
 and exits with status 2: no traceback, no output folder.
@@ -105,6 +105,18 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regress(args: argparse.Namespace) -> int:
+    from .regress import regress
+
+    return regress(args.configs, args.golden, update=args.update)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .regress import compare
+
+    return compare(args.run_a, args.run_b)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backtester", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("docs", help="regenerate docs/indicators.md from the registry")
     p.add_argument("--out", default="docs/indicators.md")
     p.set_defaults(func=_docs)
+
+    p = sub.add_parser("regress", help="re-run every config and compare with the golden results")
+    p.add_argument("--update", action="store_true",
+                   help="rewrite the golden results instead of comparing (review their diff)")
+    p.add_argument("--configs", default="configs", help="folder of *.yaml configs")
+    p.add_argument("--golden", default="tests/golden", help="folder of golden results")
+    p.set_defaults(func=_regress)
+
+    p = sub.add_parser("compare", help="diff the results of two runs (as regress does)")
+    p.add_argument("run_a", metavar="RUN_A", help="a results folder")
+    p.add_argument("run_b", metavar="RUN_B", help="another results folder")
+    p.set_defaults(func=_compare)
     return parser
 
 
