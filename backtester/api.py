@@ -28,7 +28,14 @@ from . import report, stats
 from .bars import BarSet, load_bars
 from .cluster import ClusterResult
 from .config import Config, load_config
-from .execution import ExecutionReport, effective_n_jobs, run_clusters, run_task, warm_task
+from .execution import (
+    ExecutionReport,
+    effective_n_jobs,
+    outer_joblib_config,
+    run_clusters,
+    run_task,
+    warm_task,
+)
 from .merge import Merged, merge
 from .plan import Plan, compile_plan
 from .schedule import Layout, schedule
@@ -72,6 +79,7 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
 
     Every input error surfaces here, before any computation, as a `BacktestError`.
     """
+    outer = outer_joblib_config() if overrides.get("backend") is None else None
     cfg = load_config(config).with_overrides(**overrides)
     compile_plan(cfg)  # rule errors before any data is read
     if bars is None:
@@ -79,7 +87,11 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
                          symbols=cfg.data.symbols, start=cfg.data.start, end=cfg.data.end,
                          bar_stamp=cfg.data.bar_stamp)
     plan = compile_plan(cfg, bars.bar_ns)
-    backend, reason = choose_backend(cfg, plan, bars)
+    if outer is not None:
+        backend, reason = "joblib-context", f"set by an enclosing joblib.parallel_config " \
+            f"({outer['name']}, n_jobs={outer['n_jobs']})"
+    else:
+        backend, reason = choose_backend(cfg, plan, bars)
     workers = effective_n_jobs(backend, cfg.execution.n_jobs)
     layout = schedule(plan, bars, cfg.schedule, workers)
     return Prepared(cfg, plan, bars, layout, backend, reason, workers)

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .errors import BacktestError
+from .errors import BacktestError, ClusterError, WorkerLost
 
 EXIT_BAD_INPUT = 2
 
@@ -176,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if detail:
             print(detail, file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (ClusterError, WorkerLost) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: no results written", file=sys.stderr)
         return 130

@@ -48,3 +48,15 @@ class DataError(BacktestError):
             where.append(f"column '{column}'")
         loc = (", ".join(where) + ": ") if where else ""
         super().__init__(f"{path}: {loc}{message}")
+
+
+class ClusterError(Exception):
+    """A cluster failed while running: the message names the cluster (symbol, dates) and why.
+
+    Not bad input: the CLI reports it in one line and exits 1. Built from one string so it
+    pickles across processes unchanged.
+    """
+
+
+class WorkerLost(Exception):
+    """A worker process died (killed, out of memory) while running clusters."""

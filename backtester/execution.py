@@ -22,6 +22,7 @@ import joblib
 
 from .bars import BarSet
 from .cluster import ClusterResult, run_cluster
+from .errors import ClusterError, WorkerLost
 from .plan import Plan
 from .schedule import Cluster
 from .sessions import SessionTable
@@ -48,10 +49,29 @@ class ExecutionReport:
 Task = tuple[Plan, tuple[tuple[Cluster, object], ...], SessionTable]
 
 
+def describe_cluster(cluster: Cluster, timezone: str) -> str:
+    """`cluster 12 (SYNA 2024-03-04..2024-03-08)`: how errors name a cluster."""
+    import pandas as pd
+
+    first, last = (pd.Timestamp(ns, tz="UTC").tz_convert(timezone).date()
+                   for ns in (cluster.start_ns, cluster.end_ns))
+    return f"cluster {cluster.index} ({cluster.symbol} {first}..{last})"
+
+
 def run_task(plan: Plan, batch: Sequence[tuple[Cluster, object]],
              sessions: SessionTable) -> list[ClusterResult]:
-    """Evaluate a batch of clusters; the unit of work shipped to a worker."""
-    return [run_cluster(plan, cluster, bars, sessions) for cluster, bars in batch]
+    """Evaluate a batch of clusters; the unit of work shipped to a worker.
+
+    Any failure is re-raised as `ClusterError` naming the cluster it happened in.
+    """
+    results = []
+    for cluster, bars in batch:
+        try:
+            results.append(run_cluster(plan, cluster, bars, sessions))
+        except Exception as exc:
+            where = describe_cluster(cluster, sessions.timezone)
+            raise ClusterError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    return results
 
 
 def warm_up(task: Task | None = None) -> int:
@@ -114,6 +134,44 @@ class JoblibEngine(Engine):
         yield from self._make()(joblib.delayed(run_task)(*task) for task in tasks)
 
 
+def outer_joblib_config() -> dict | None:
+    """The backend and n_jobs of an enclosing `joblib.parallel_config(...)`, if a caller set one.
+
+    A library should not override what its caller chose (joblib's own advice), so an outer
+    `parallel_config(backend=...)` takes precedence over the config file.
+    """
+    try:
+        from joblib.parallel import _backend, default_parallel_config
+    except ImportError:  # pragma: no cover - joblib moved its internals
+        return None
+    config = getattr(_backend, "config", None)
+    if not config or config.get("backend") is default_parallel_config["backend"]:
+        return None
+    backend, n_jobs = joblib.parallel.get_active_backend()
+    chosen = config["backend"]
+    name = chosen if isinstance(chosen, str) else type(chosen).__name__
+    return {"backend": backend, "n_jobs": n_jobs, "name": name}
+
+
+class ContextEngine(JoblibEngine):
+    """Whatever backend an enclosing `joblib.parallel_config` set (see `outer_joblib_config`)."""
+
+    def __init__(self, n_jobs: int, **options):
+        super().__init__(n_jobs, backend="context", **options)
+        active, _ = joblib.parallel.get_active_backend()
+        self.uses_threads = bool(getattr(active, "uses_threads", False))
+
+    def _make(self) -> joblib.Parallel:
+        return joblib.Parallel(return_as="generator_unordered", batch_size=1)
+
+    def start(self, warm_task: Task | None = None) -> float:
+        if self.uses_threads:
+            return 0.0
+        began = time.perf_counter()
+        list(self._make()(joblib.delayed(warm_up)(warm_task) for _ in range(self.n_jobs)))
+        return time.perf_counter() - began
+
+
 class DaskEngine(Engine):
     """Dask futures with deterministic keys; `address` None starts a LocalCluster."""
 
@@ -170,12 +228,15 @@ def register_engine(name: str, factory: Callable[..., Engine]) -> None:
 for _name in ("sequential", "threading", "loky", "multiprocessing"):
     register_engine(_name, lambda n_jobs, _b=_name, **kw: JoblibEngine(n_jobs, _b, **kw))
 register_engine("dask", DaskEngine)
+register_engine("joblib-context", ContextEngine)
 
 
 def effective_n_jobs(backend: str, n_jobs: int) -> int:
     """joblib's convention: -1 = all cores, -2 = all but one; sequential is always 1."""
     if backend == "sequential":
         return 1
+    if backend == "joblib-context":
+        return joblib.effective_n_jobs()
     if n_jobs < 0:
         return max(1, joblib.cpu_count() + 1 + n_jobs)
     return n_jobs
@@ -239,6 +300,13 @@ def run_clusters(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, *, bac
                 results.append(result)
                 if progress is not None:
                     progress(result)
+    except ClusterError:
+        raise
+    except Exception as exc:
+        if type(exc).__name__ in ("TerminatedWorkerError", "KilledWorker"):
+            raise WorkerLost(f"a {backend} worker process died while running clusters "
+                             f"(killed, or out of memory?): {exc}".splitlines()[0]) from exc
+        raise
     finally:
         engine.stop()
     wall = time.perf_counter() - began
