@@ -126,7 +126,7 @@ def merge(plan: Plan, results: Sequence[ClusterResult], barset: BarSet) -> Merge
                 forward_frames.append((alert.index, pd.DataFrame(fwd)))
             if cfg.trade is not None:
                 trade_frames.append((alert.index, _trades_frame(
-                    alert.name, symbol, events, fired, barset, cfg.trade.overlap)))
+                    alert.name, symbol, events, row[fired], barset, cfg.trade.overlap)))
         suppressed[alert.name] = dropped
     return Merged(alerts=_ordered(alert_frames, ["timestamp", "symbol"]),
                   forward=_ordered(forward_frames, ["timestamp", "symbol"]),
@@ -134,10 +134,14 @@ def merge(plan: Plan, results: Sequence[ClusterResult], barset: BarSet) -> Merge
                   candidates=candidates, suppressed=suppressed)
 
 
-def _trades_frame(name: str, symbol: str, events, fired: np.ndarray, barset: BarSet,
+def _trades_frame(name: str, symbol: str, events, fired_rows: np.ndarray, barset: BarSet,
                   overlap: str) -> pd.DataFrame:
+    # Trades are matched to fires by signal row: a signal that cannot enter (next-open entry on
+    # the data's last bar) has no trade, so positions do not line up with the candidates.
     keys = events[0].trades.keys()
-    cols = {k: _concat([e.trades[k] for e in events])[fired] for k in keys}
+    cols = {k: _concat([e.trades[k] for e in events]) for k in keys}
+    keep = np.isin(cols["signal_idx"], fired_rows)
+    cols = {k: v[keep] for k, v in cols.items()}
     ts = barset.bars[symbol].timestamp
     signal_time = ts[cols["signal_idx"]]
     exit_time = ts[cols["exit_idx"]]
