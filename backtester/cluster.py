@@ -125,7 +125,8 @@ def run_cluster(plan: Plan, cluster: Cluster, bars: SymbolBars,
         if alert.config.forward:
             forward = trades.forward_returns(
                 alert.config.forward, local, timestamp=bars.timestamp, close=bars.close,
-                high=bars.high, low=bars.low, session=bars.session, data_end=cluster.data_end)
+                high=bars.high, low=bars.low, session=bars.session, data_end=cluster.data_end,
+                last_session_complete=cluster.last_session_complete)
         simulated = None
         if alert.config.trade is not None:
             exit_signal = None
@@ -135,7 +136,8 @@ def run_cluster(plan: Plan, cluster: Cluster, bars: SymbolBars,
             simulated = trades.simulate(
                 alert.config.trade, local.astype(np.int64), timestamp=bars.timestamp,
                 open=bars.open, high=bars.high, low=bars.low, close=bars.close,
-                session=bars.session, atr=atr, exit_signal=exit_signal, data_end=cluster.data_end)
+                session=bars.session, atr=atr, exit_signal=exit_signal, data_end=cluster.data_end,
+                last_session_complete=cluster.last_session_complete)
             simulated = dict(simulated)
             for key in ("signal_idx", "entry_idx", "exit_idx"):
                 simulated[key] = np.asarray(simulated[key], dtype=np.int64) + offset

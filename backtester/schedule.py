@@ -35,6 +35,7 @@ class Cluster:
     end_ns: int               # timestamp of the last signal bar
     data_end: bool            # read_end is the symbol's last bar: horizons may run off the data
     anchors: tuple[tuple[object, float], ...] = field(default=())   # cumulative node -> value
+    last_session_complete: bool = True   # the data's last bar closes its session (calendar)
 
     @property
     def n_bars(self) -> int:
@@ -125,12 +126,16 @@ def schedule(plan: Plan, barset: BarSet, layout: ScheduleConfig, n_workers: int 
         read_starts = _warmup_starts(bars, starts, plan)
         read_ends = _lookahead_ends(bars, ends, plan)
         anchors = _anchors(plan, bars, read_starts)
+        # A session cut short by the end of the data must not look like a session close.
+        complete = int(bars.timestamp[-1]) + barset.bar_ns >= \
+            int(barset.sessions.close_ns[bars.session[-1]])
         for j, (s, e, rs, re_) in enumerate(zip(starts, ends, read_starts, read_ends)):
             clusters.append(Cluster(
                 index=len(clusters), symbol=symbol, start=int(s), end=int(e),
                 read_start=int(rs), read_end=int(re_), start_ns=int(bars.timestamp[s]),
                 end_ns=int(bars.timestamp[e - 1]), data_end=bool(re_ == n),
-                anchors=tuple((node, float(values[j])) for node, values in anchors)))
+                anchors=tuple((node, float(values[j])) for node, values in anchors),
+                last_session_complete=bool(complete or re_ < n)))
     return Layout(clusters=tuple(clusters), cluster_by=cluster_by, reason=reason)
 
 
