@@ -94,6 +94,12 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(args: argparse.Namespace) -> int:
+    from .scaling import run_scale_command
+
+    return run_scale_command(args.config, args.backends, args.jobs, args.out, repeat=args.repeat)
+
+
 def _docs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -147,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timezone", default="America/New_York")
     p.add_argument("--out", required=True, help=".parquet, .csv, or a folder (one file per symbol)")
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("scale", help="run a config at several backends and n_jobs; table + chart")
+    p.add_argument("config")
+    p.add_argument("--backends", default="threading,loky", help="comma-separated engines")
+    p.add_argument("--jobs", default="1,2", help="comma-separated n_jobs values")
+    p.add_argument("--repeat", type=int, default=1, help="best of this many runs per setting")
+    p.add_argument("--out", help="folder for scaling.md and scaling.svg")
+    p.set_defaults(func=_scale)
 
     p = sub.add_parser("docs", help="regenerate docs/indicators.md from the registry")
     p.add_argument("--out", default="docs/indicators.md")
