@@ -111,3 +111,21 @@ def test_other_engines_match_sequential(bars, backend):
     other = backtester.run({**CONFIG, "execution": {"backend": backend, "n_jobs": 2}}, bars=bars,
                            write=False)
     assert other.alerts.equals(seq.alerts) and len(seq.alerts) > 0
+
+
+def test_auto_backend_measures_and_runs_small_work_sequentially(bars):
+    result = backtester.run({**CONFIG, "execution": {"backend": "auto", "n_jobs": 2}}, bars=bars,
+                            write=False)
+    assert result.timing["parallel"]["backend"] == "sequential"
+    assert result.timing["backend_reason"].startswith("estimated ")
+    assert "too little for workers" in result.timing["backend_reason"]
+
+
+def test_auto_backend_prefers_threads_when_work_is_large(bars, monkeypatch):
+    from backtester import api
+
+    monkeypatch.setattr(api, "MIN_PARALLEL_SECONDS", 0.0)
+    result = backtester.run({**CONFIG, "execution": {"backend": "auto", "n_jobs": 2}}, bars=bars,
+                            write=False)
+    assert result.timing["parallel"]["backend"] == "threading"
+    assert "releases the GIL" in result.timing["backend_reason"]
