@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .expr import definition_name_error
 from .trades import Horizon, TradeSpec, parse_forward, parse_trade
 
 LAYOUTS = ("day", "week", "month", "quarter", "year", "auto")
@@ -207,10 +208,10 @@ def _data(raw: Any, source: str, where: str) -> DataConfig:
     path = _string(_required(raw, "path", source, where), source, f"{where}.path")
     symbols = raw.get("symbols")
     if symbols is not None:
-        if isinstance(symbols, str):
-            symbols = [symbols]
-        if not isinstance(symbols, list) or not symbols:
-            raise ConfigError(source, f"{where}.symbols", "expected a non-empty list of symbols")
+        _list(symbols, source, f"{where}.symbols", "[SYNA, SYNB]")
+        if not symbols:
+            raise ConfigError(source, f"{where}.symbols", "expected a non-empty list of symbols",
+                              "leave the key out to read every symbol")
         symbols = tuple(_string(s, source, f"{where}.symbols[{i}]") for i, s in enumerate(symbols))
     start = _date(raw.get("start"), source, f"{where}.start")
     end = _date(raw.get("end"), source, f"{where}.end")
@@ -254,6 +255,9 @@ def _define(raw: Any, source: str, where: str) -> tuple[tuple[str, str], ...]:
     for key, value in raw.items():
         if not isinstance(key, str) or not key.isidentifier():
             raise ConfigError(source, f"{where}.{key}", "a definition name must be an identifier")
+        clash = definition_name_error(source, key)
+        if clash is not None:
+            raise clash
         out.append((key, _expression(value, source, f"{where}.{key}")))
     return tuple(out)
 
@@ -274,15 +278,17 @@ def _alert(raw: Any, source: str, where: str) -> AlertConfig:
     days = _days(raw.get("days"), source, f"{where}.days")
     skip_first = _minutes(raw.get("skip_first", 0), source, f"{where}.skip_first")
     skip_last = _minutes(raw.get("skip_last", 0), source, f"{where}.skip_last")
-    excl = raw.get("exclude_dates") or []
-    if not isinstance(excl, list):
-        excl = [excl]
+    excl = raw.get("exclude_dates")
+    excl = [] if excl is None else _list(excl, source, f"{where}.exclude_dates",
+                                          "[2024-03-15, 2024-06-21]")
     exclude = tuple(sorted(_date(d, source, f"{where}.exclude_dates[{i}]") for i, d in enumerate(excl)))
     cooldown = _cooldown(raw.get("cooldown"), source, f"{where}.cooldown")
     once = _bool(raw.get("once_per_day", False), source, f"{where}.once_per_day")
     rearm = raw.get("rearm_when")
     rearm = None if rearm is None else _expression(rearm, source, f"{where}.rearm_when")
-    forward = parse_forward(raw.get("forward", []), source, f"{where}.forward")
+    forward = raw.get("forward")
+    forward = () if forward is None else parse_forward(
+        _list(forward, source, f"{where}.forward", "[5, 15]"), source, f"{where}.forward")
     trade_raw = raw.get("trade")
     trade = None if trade_raw is None else parse_trade(trade_raw, source, f"{where}.trade")
     return AlertConfig(name=name, when=when, between=between, days=days, skip_first=skip_first,
@@ -397,13 +403,12 @@ def _hhmm(value: Any, source: str, where: str) -> int:
 def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
     if raw is None:
         return ()
-    items = raw if isinstance(raw, list) else [raw]
     out = set()
-    for i, item in enumerate(items):
+    for i, item in enumerate(_list(raw, source, where, "[mon, wed, fri]")):
         key = str(item).strip().lower()[:3]
         if key not in WEEKDAYS:
-            raise ConfigError(source, f"{where}[{i}]" if isinstance(raw, list) else where,
-                              f"{item!r} is not a weekday", "use mon, tue, wed, thu, fri, sat, sun")
+            raise ConfigError(source, f"{where}[{i}]", f"{item!r} is not a weekday",
+                              "use mon, tue, wed, thu, fri, sat, sun")
         out.add(WEEKDAYS.index(key))
     return tuple(sorted(out))
 
@@ -471,6 +476,16 @@ def _required(raw: Mapping, key: str, source: str, where: str) -> Any:
     if key not in raw or raw[key] is None:
         raise ConfigError(source, f"{where}.{key}" if where else key, "is required")
     return raw[key]
+
+
+def _list(raw: Any, source: str, where: str, example: str) -> list:
+    """`raw` when it is a list; a lone value is an error, not a one-element list, so that a
+    value meant for another key is not taken silently."""
+    if not isinstance(raw, list):
+        single = None if isinstance(raw, Mapping) or raw is None else f"write [{raw}] for one value"
+        raise ConfigError(source, where, f"expected a list like {example}, got {_kind(raw)}",
+                          single)
+    return raw
 
 
 def _mapping(raw: Any, source: str, where: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import keyword
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -38,9 +39,32 @@ NUMBER, BOOL = "number", "bool"
 # --------------------------------------------------------------------------- nodes
 
 class Node:
-    """Base of the expression graph. Subclasses are frozen dataclasses (hashable, comparable)."""
+    """Base of the expression graph. Subclasses are frozen dataclasses (hashable, comparable).
+
+    A node's hash is computed once and kept: definitions are shared sub-graphs, and a chain of
+    definitions each using the next twice is a graph of n nodes but 2**n paths, which the
+    dataclass hash (recomputed through every child on each call) would walk in full. The kept
+    hash is left out of pickles, as string hashes differ between processes.
+    """
 
     kind: str = NUMBER
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Set before @dataclass runs, so it counts as explicit and the generated one is skipped.
+        cls.__hash__ = Node.__hash__  # type: ignore[method-assign]
+
+    def __hash__(self) -> int:
+        kept = self.__dict__.get("_hash")
+        if kept is None:
+            kept = hash((type(self).__name__, *(getattr(self, f) for f in self.__dataclass_fields__)))
+            self.__dict__["_hash"] = kept
+        return kept
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
 
     def children(self) -> tuple[Node, ...]:
         return ()
@@ -873,12 +897,51 @@ _WHITESPACE = re.compile(r"\s")
 _MAX_CONST = 10**9  # bars: a larger window is a typo, and would not fit a float exactly
 
 
+_PERCENT_MARKER = "__pct__"  # what `1.5%` is rewritten to; honoured only where the rewrite put it
+
+
+def definition_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a `define:` entry (it would shadow a built-in), or None if it can.
+
+    For example, ``definition_name_problem("rsi")`` is ``"is an indicator"``.
+    """
+    if name in ("true", "false", "True", "False"):
+        return "is a condition literal"
+    if keyword.iskeyword(name):
+        return "is a reserved word"
+    if name in FIELDS:
+        return "is a bar field"
+    if name in FUNCTIONS:
+        return "is a function"
+    if name in indicators.REGISTRY:
+        return "is an indicator"
+    if name.startswith("__"):
+        return "is reserved for internal names (they start with '__')"
+    return None
+
+
+def definition_name_error(source: str, name: str) -> ConfigError | None:
+    """The `ConfigError` for a definition called `name`, at `define.<name>`, or None if the name
+    is usable."""
+    why = definition_name_problem(name)
+    if why is None:
+        return None
+    return ConfigError(source, f"define.{name}", f"'{name}' {why} and cannot be redefined",
+                       f"choose another name, e.g. 'my_{name.strip('_')}'")
+
+
 class _Parser:
     def __init__(self, source: str, field: str, text: str, defines: Mapping[str, str],
-                 stack: tuple[str, ...]):
+                 stack: tuple[str, ...], parsed: dict[str, Node] | None = None,
+                 alert: str | None = None):
         self.source, self.field, self.text = source, field, text
         self.defines, self.stack = defines, stack
+        # Each definition is parsed once per `parse` call and then shared: re-parsing it at
+        # every use would double the work per level of definitions that use another twice.
+        self.parsed = {} if parsed is None else parsed
+        self.alert = alert
         self.mapping: list[tuple[int, int]] = []
+        self.percent_at: set[int] = set()
         self.wrapped = f"({text}\n)"
 
     def error(self, message: str, node: ast.AST | None = None, hint: str | None = None,
@@ -902,13 +965,41 @@ class _Parser:
         SyntaxError's offset counts characters) of "(" + the rule after `%` rewriting + "\\n)";
         the rule may span lines (YAML `|`).
         """
+        position = self._wrapped_index(lineno, offset, in_bytes) - 1  # the wrapping "("
+        return _map_column(max(0, position), self.mapping)
+
+    def _wrapped_index(self, lineno: int, offset: int, in_bytes: bool) -> int:
+        """Character index in the wrapped text of a line and column as `ast` reports them."""
         starts = [0] + [m.end() for m in _NEWLINE.finditer(self.wrapped)]
         line_start = starts[min(max(lineno, 1), len(starts)) - 1]
         line = _NEWLINE.split(self.wrapped[line_start:], maxsplit=1)[0]
         if in_bytes:
             offset = len(line.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
-        position = line_start + offset - 1  # the wrapping "("
-        return _map_column(max(0, position), self.mapping)
+        return line_start + offset
+
+    def _is_percent(self, n: ast.AST) -> bool:
+        """Whether `n` is a `__pct__(number)` call that the `%` rewriting wrote (a user may type
+        the same text; theirs is an unknown function)."""
+        return (isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                and n.func.id == _PERCENT_MARKER
+                and self._wrapped_index(n.lineno, n.col_offset, in_bytes=True) in self.percent_at)
+
+    def _written(self, n: ast.AST, width: int = 60) -> str:
+        """The text of `n` as the user wrote it, on one line (cut to `width` characters)."""
+        start = self._column(n.lineno, n.col_offset, in_bytes=True)
+        if n.end_lineno is None or n.end_col_offset is None:  # pragma: no cover - always set
+            return self.text[start:start + width]
+        end = self._column(n.end_lineno, n.end_col_offset, in_bytes=True)
+        text = " ".join(self.text[start:end].split()).replace("( ", "(").replace(" )", ")")
+        return text if len(text) <= width else text[:width - 3] + "..."
+
+    def _operator_column(self, n: ast.BinOp, symbol: str) -> int:
+        """Where the operator `symbol` of `n` is written (`ast` only gives its operands)."""
+        if n.left.end_lineno is None or n.left.end_col_offset is None:  # pragma: no cover
+            return self._column(n.lineno, n.col_offset, in_bytes=True)
+        after_left = self._column(n.left.end_lineno, n.left.end_col_offset, in_bytes=True)
+        found = self.text.find(symbol, after_left)
+        return found if found >= 0 else after_left
 
     def _attribute_column(self, n: ast.Attribute) -> int:
         """Where the name after the dot of `n` begins (`ast` only gives the whole expression)."""
@@ -924,8 +1015,12 @@ class _Parser:
                              column=_MAX_LENGTH)
         if not text.strip():
             raise self.error("empty rule", hint="write a condition such as `rsi(14) < 30`")
+        modulo = _modulo_column(text)
+        if modulo is not None:
+            raise self.error(_MODULO, hint=_MODULO_HINT, column=modulo)
         rewritten, mapping = _rewrite_percentages(text)
         self.mapping = mapping
+        self.percent_at = {position + 1 for position, _ in mapping}  # + the wrapping "("
         self.wrapped = f"({rewritten}\n)"
         try:
             with warnings.catch_warnings():
@@ -977,6 +1072,9 @@ class _Parser:
             raise self.error("'~' is not allowed", n, "use `not`")
         if isinstance(n, ast.BinOp):
             op = _ARITH_OPS.get(type(n.op))
+            if isinstance(n.op, ast.Mod):
+                raise self.error(_MODULO, hint=_MODULO_HINT,
+                                 column=self._operator_column(n, "%"))
             if op is None:
                 raise self.error(f"operator {type(n.op).__name__} is not allowed", n,
                                  "use + - * / ** (and `and`/`or`/`not` for conditions)")
@@ -1009,6 +1107,14 @@ class _Parser:
                                                                         type(n).__name__)
         raise self.error(f"{what} are not allowed in rules", n)
 
+    def call_error(self, n: ast.Call | None, name: str, message: str, where: ast.AST,
+                   hint: str | None = None) -> ConfigError:
+        """An error about an indicator call, naming the alert (when parsing one) and the call as
+        written: ``alert 'oversold': rsi(0): period must be an integer >= 2, got 0``."""
+        label = f"alert '{self.alert}': " if self.alert else ""
+        call = self._written(n) if n is not None else name
+        return self.error(f"{label}{call}: {message}", where, hint)
+
     def number(self, n: ast.AST, mapping) -> Node:
         node = self.node(n, mapping)
         if node.kind == BOOL:
@@ -1035,9 +1141,13 @@ class _Parser:
             if name in self.stack:
                 cycle = " -> ".join((*self.stack[self.stack.index(name):], name))
                 raise self.error(f"definition cycle {cycle}", n)
-            sub = _Parser(self.source, f"define.{name}", self.defines[name], self.defines,
-                          (*self.stack, name))
-            return sub.parse()
+            node = self.parsed.get(name)
+            if node is None:
+                # A parsed definition is acyclic (a cycle raises above before it is stored).
+                node = _Parser(self.source, f"define.{name}", self.defines[name], self.defines,
+                               (*self.stack, name), self.parsed).parse()
+                self.parsed[name] = node
+            return node
         function = FUNCTIONS.get(name)
         if function is not None and not function.args and not function.consts:
             # Argument-free functions read like fields: `close > day_open`.
@@ -1058,10 +1168,16 @@ class _Parser:
         if not isinstance(n.func, ast.Name):
             raise self.error("only named functions and indicators can be called", n)
         name = n.func.id
-        if name == "__pct__":
-            value = n.args[0]
-            assert isinstance(value, ast.Constant)
-            return Num(float(value.value) / 100.0)
+        if self._is_percent(n):
+            if output is not None:
+                raise self.error(f"'.{output[0]}' is only allowed on an indicator call",
+                                 hint="like macd(12, 26, 9).signal",
+                                 column=self._attribute_column(output[1]))
+            number = _literal(n.args[0])
+            number = None if number is None else _finite(number)
+            if number is None:
+                raise self.error("number out of range", n)
+            return Num(number / 100.0)
         for arg in n.args:
             if isinstance(arg, ast.Starred):
                 raise self.error("starred arguments are not allowed", arg)
@@ -1164,36 +1280,42 @@ class _Parser:
         spec = indicators.get(name)
         args = list(args)
         source = None
-        if args and spec.source:
-            first = args[0]
-            is_const = isinstance(first, ast.Constant) or (
-                isinstance(first, ast.UnaryOp) and isinstance(first.operand, ast.Constant))
-            if not is_const:
-                source = self.number(first, mapping)
-                args = args[1:]
-        elif args and not spec.source and not (isinstance(args[0], ast.Constant) or
-                                               isinstance(args[0], ast.UnaryOp)):
+        if args and spec.source and _literal(args[0]) is None:
+            source = self.number(args[0], mapping)
+            if _is_constant(source):
+                raise self.call_error(n, name, "a source must be a series, not a number", args[0],
+                                      f"write {name}(close, ...), or only its parameters")
+            args = args[1:]
+        elif args and not spec.source and not isinstance(args[0], (ast.Constant, ast.UnaryOp)) \
+                and not self._is_percent(args[0]):
             raise self.error(f"{name}() takes no source series: it reads "
                              f"{', '.join(spec.inputs)}", args[0])
         values = []
         for arg in args:
             value = _literal(arg)
+            if self._is_percent(arg):
+                raise self.error(f"{name}() parameters are plain numbers, not percentages", arg)
             if value is None or _finite(value) is None:
                 raise self.error(f"{name}() parameters must be finite numbers written in the "
                                  "rule", arg)
             values.append(value)
         kw = {}
-        for key, keyword in kwargs.items():
-            value = _literal(keyword.value)
+        for key, keyword_arg in kwargs.items():
+            value = _literal(keyword_arg.value)
             if value is None or _finite(value) is None:
-                raise self.error(f"{name}() parameter '{key}' must be a finite number", keyword)
+                raise self.error(f"{name}() parameter '{key}' must be a finite number",
+                                 keyword_arg)
             kw[key] = value
         try:
             bound = indicators.bind_params(name, values, kw)
         except (ValueError, TypeError, OverflowError) as exc:
-            raise self.error(f"{name}(): {exc}", where) from None
+            raise self.call_error(n, name, str(exc), where) from None
+        if bound.get("fast") is not None and bound.get("fast") == bound.get("slow"):
+            # Equal periods make the two averages one: the difference is zero on every bar.
+            raise self.call_error(n, name, f"fast and slow must differ, got {bound['fast']:g} "
+                                  "for both", where, "the usual pair is fast=12, slow=26")
         if spec.cumulative and source is not None:
-            raise self.error(f"{name}() is cumulative and reads raw bars only", where)
+            raise self.call_error(n, name, "is cumulative and reads raw bars only", where)
         out_name = None
         if output is not None:
             attr, attr_node = output
@@ -1231,6 +1353,13 @@ def _literal(arg: ast.AST) -> int | float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return -value if sign < 0 else value
+
+
+def _is_constant(node: Node) -> bool:
+    """Whether `node` is the same number on every bar: it reads no field, indicator or session
+    function (`2 * 3`, `1.5%`)."""
+    return not any(isinstance(n, (Field, Ind)) or isinstance(n, Func) and not n.args
+                   for n in walk(node))
 
 
 def _finite(value: int | float) -> float | None:
@@ -1273,27 +1402,49 @@ def _rewrite_percentages(text: str) -> tuple[str, list[tuple[int, int]]]:
     return "".join(out), mapping
 
 
+_MODULO = "'%' is not a remainder operator"
+_MODULO_HINT = "'%' is only a percent sign after a number: 2% is 0.02; rules have no modulo"
+_OPERAND_START = re.compile(r"\s*(?:[\d(]|\.\d|(?P<word>[^\W\d]\w*))")
+
+
+def _modulo_column(text: str) -> int | None:
+    """Where a `%` after a number is followed by an operand (`5 % 2`, `5%(x)`), so it was meant
+    as a remainder; None when every such `%` is a percent sign (`2% and ...`, `2%)`)."""
+    for m in _PERCENT.finditer(text):
+        after = _OPERAND_START.match(text, m.end())
+        if after is not None and not (after.group("word") and keyword.iskeyword(after.group("word"))):
+            return m.end() - 1
+    return None
+
+
 def _map_column(col: int, mapping: list[tuple[int, int]]) -> int:
     shift_by = sum(delta for pos, delta in mapping if pos < col)
     return max(0, col - shift_by)
 
 
 def parse(text: str, *, source: str = "<rule>", field: str = "when",
-          defines: Mapping[str, str] | None = None) -> Node:
+          defines: Mapping[str, str] | None = None, alert: str | None = None) -> Node:
     """Parse a rule into an expression graph, or raise `ConfigError` pointing into the text.
 
-    Only the whitelist is accepted; nothing in `text` is ever executed. For example::
+    Only the whitelist is accepted; nothing in `text` is ever executed. `defines` maps
+    definition names to their rules (each is parsed once, however often it is used, and none
+    may be named like a field, function, indicator or literal); `alert` names the alert in
+    errors about its indicator calls. For example::
 
         >>> str(parse("rsi(14) < 30 and close > sma(50)"))
         '(rsi(14) < 30 and close > sma(50))'
     """
-    return _Parser(source, field, text, defines or {}, ()).parse()
+    for name in defines or {}:
+        clash = definition_name_error(source, name)
+        if clash is not None:
+            raise clash
+    return _Parser(source, field, text, defines or {}, (), alert=alert).parse()
 
 
 def parse_condition(text: str, *, source: str = "<rule>", field: str = "when",
-                    defines: Mapping[str, str] | None = None) -> Node:
+                    defines: Mapping[str, str] | None = None, alert: str | None = None) -> Node:
     """`parse`, requiring the rule to be a condition (a comparison, cross, and/or ...)."""
-    node = parse(text, source=source, field=field, defines=defines)
+    node = parse(text, source=source, field=field, defines=defines, alert=alert)
     if node.kind != BOOL:
         raise _Parser(source, field, text, defines or {}, ()).error(
             f"the rule '{_src(node)}' is a number, not a condition",

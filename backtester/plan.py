@@ -91,17 +91,19 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
     for i, alert in enumerate(config.alerts):
         where = f"alerts[{i}]"
         rule = expr.parse_condition(alert.when, source=config.source, field=f"{where}.when",
-                                    defines=defines)
+                                    defines=defines, alert=alert.name)
         rearm = None
         if alert.rearm_when:
             rearm = expr.parse_condition(alert.rearm_when, source=config.source,
-                                         field=f"{where}.rearm_when", defines=defines)
+                                         field=f"{where}.rearm_when", defines=defines,
+                                         alert=alert.name)
         exit_rule = atr = None
         atr = ()
         if alert.trade is not None:
             if alert.trade.exit_when:
                 exit_rule = expr.parse_condition(alert.trade.exit_when, source=config.source,
-                                                 field=f"{where}.trade.exit_when", defines=defines)
+                                                 field=f"{where}.trade.exit_when", defines=defines,
+                                                 alert=alert.name)
             atr = tuple((p, expr.Ind("atr", None, (("period", float(p)),), None))
                         for p in alert.trade.atr_periods)
         columns = tuple((_column_name(n), n) for n in expr.indicator_nodes(rule))

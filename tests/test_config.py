@@ -2,10 +2,14 @@
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 
+from backtester import expr
+from backtester.cli import main
 from backtester.config import Cooldown, load_config
 from backtester.errors import ConfigError
+from backtester.plan import compile_plan
 
 BASE = {"name": "t", "data": {"path": "data/sample/bars_1min.parquet"},
         "alerts": [{"name": "a", "when": "rsi(14) < 30"}]}
@@ -115,3 +119,93 @@ def test_overrides_are_validated_like_file_values():
         ("threading", 2, "elsewhere")
     with pytest.raises(ConfigError, match="execution.backend"):
         load_config(BASE).with_overrides(backend="gpu")
+
+
+@pytest.mark.parametrize("patch, field, example", [
+    ({"data": {"path": "x", "symbols": "SYNA"}}, "data.symbols", "[SYNA, SYNB]"),
+    ({"alerts": [{"name": "a", "when": "close > 1", "forward": 5}]}, "alerts[0].forward",
+     "[5, 15]"),
+    ({"alerts": [{"name": "a", "when": "close > 1", "days": "mon"}]}, "alerts[0].days",
+     "[mon, wed, fri]"),
+    ({"alerts": [{"name": "a", "when": "close > 1", "exclude_dates": "2024-03-15"}]},
+     "alerts[0].exclude_dates", "[2024-03-15, 2024-06-21]"),
+])
+def test_a_lone_value_where_a_list_belongs_is_an_error(patch, field, example):
+    with pytest.raises(ConfigError) as err:
+        load_config({**BASE, **patch})
+    assert str(err.value).startswith(f"<dict>: {field}: expected a list like {example}, got ")
+    assert str(err.value).endswith("for one value)")
+
+
+def test_lists_of_one_are_read_as_written():
+    cfg = load_config({**BASE, "data": {"path": "x", "symbols": ["SYNA"]},
+                       "alerts": [{"name": "a", "when": "close > 1", "forward": [5],
+                                   "days": ["mon"], "exclude_dates": ["2024-03-15"]}]})
+    alert = cfg.alerts[0]
+    assert cfg.data.symbols == ("SYNA",)
+    assert [h.bars for h in alert.forward] == [5]
+    assert alert.days == (0,) and alert.exclude_dates == (dt.date(2024, 3, 15),)
+
+
+@pytest.mark.parametrize("name, why", [("close", "a bar field"), ("day_open", "a function"),
+                                       ("rsi", "an indicator"), ("false", "a condition literal"),
+                                       ("__pct__", "reserved for internal names")])
+def test_a_definition_may_not_take_a_built_in_name(name, why):
+    with pytest.raises(ConfigError) as err:
+        load_config({**BASE, "define": {name: "close > 1"}})
+    text = str(err.value)
+    assert text.startswith(f"<dict>: define.{name}: '{name}' is {why}")
+    assert "cannot be redefined" in text and "\n" not in text
+
+
+@pytest.mark.parametrize("alert, message", [
+    ({"name": "oversold", "when": "rsi(0) < 30"},
+     "<dict>: alerts[0].when: alert 'oversold': rsi(0): period must be an integer >= 2, got 0 "
+     "at column 1"),
+    ({"name": "trend", "when": "close > 1", "rearm_when": "macd(12, 12, 9).hist > 0"},
+     "<dict>: alerts[0].rearm_when: alert 'trend': macd(12, 12, 9): fast and slow must differ, "
+     "got 12 for both at column 1 (the usual pair is fast=12, slow=26)"),
+    ({"name": "bands", "when": "close < bbands(20, nbdev=-2).lower"},
+     "<dict>: alerts[0].when: alert 'bands': bbands(20, nbdev=-2): nbdev must be a number >= 0, "
+     "got -2 at column 9"),
+])
+def test_bad_indicator_parameters_name_the_alert_and_the_call_as_written(alert, message):
+    with pytest.raises(ConfigError) as err:
+        compile_plan(load_config({**BASE, "alerts": [alert]}))
+    assert str(err.value) == message
+
+
+def test_validate_prints_the_rules_their_shared_indicators_and_warmups(tmp_path, capsys):
+    stamps = pd.date_range("2024-03-04 09:30", periods=30, freq="1min", tz="America/New_York")
+    pd.DataFrame({"timestamp": stamps, "symbol": "HAND", "open": 100.0, "high": 100.5,
+                  "low": 99.5, "close": 100.0, "volume": 100.0}).to_csv(tmp_path / "bars.csv",
+                                                                       index=False)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"""
+name: demo
+data: {{path: {tmp_path / 'bars.csv'}}}
+define:
+  oversold: "rsi(14) < 30"
+alerts:
+  - name: rebound
+    when: bars_since(oversold, max_bars=20) <= 5 and close > sma(20)
+    rearm_when: rsi(14) > 50
+  - name: trend
+    when: crosses_above(sma(rsi(14), 5), 50)
+""")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rsi, sma_rsi = (expr.warmup(expr.parse(text))[0] for text in ("rsi(14)", "sma(rsi(14), 5)"))
+    assert out[0].startswith(f"{path}: ok (2 alerts")
+    assert out[1:] == [
+        "alert rebound: bars_since(rsi(14) < 30, max_bars=20) <= 5 and close > sma(20)",
+        f"  warm-up: {rsi + 20} bars",
+        "  rearm when: rsi(14) > 50",
+        "alert trend: crosses_above(sma(rsi(14), 5), 50)",
+        f"  warm-up: {sma_rsi + 1} bars",
+        "indicator graph (each computed once per cluster):",
+        f"  rsi(14): warm-up {rsi} bars; used by rebound, trend",
+        "  sma(20): warm-up 19 bars; used by rebound",
+        f"  sma(rsi(14), 5): warm-up {sma_rsi} bars; used by trend",
+        f"cluster halo: {max(rsi + 20, sma_rsi + 1)} bars before, 0 bars after",
+    ]

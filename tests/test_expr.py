@@ -1,5 +1,7 @@
 """The rule language: whitelist parsing, errors that point into the text, three-valued logic."""
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -101,12 +103,86 @@ def test_definitions_are_substituted_and_cycles_reported():
         expr.parse("a", defines={"a": "b", "b": "a"})
 
 
+def test_a_cycle_behind_an_already_parsed_definition_is_still_reported():
+    # `base` is parsed (and kept) through `left` before `right` walks into the cycle.
+    defines = {"base": "close", "left": "base + 1", "right": "base + loop", "loop": "right"}
+    with pytest.raises(ConfigError, match="definition cycle right -> loop -> right"):
+        expr.parse("left + right > 0", defines=defines)
+
+
+def chain_of_definitions(levels):
+    """d0 = close; each next level uses the one before twice: 2**levels paths, levels + 1 nodes."""
+    return {"d0": "close", **{f"d{i}": f"d{i - 1} + d{i - 1}" for i in range(1, levels + 1)}}
+
+
+@pytest.mark.parametrize("levels", [2, 40])
+def test_a_definition_used_twice_is_one_shared_node_even_forty_levels_deep(levels):
+    node = expr.parse_condition(f"d{levels} > 0", defines=chain_of_definitions(levels))
+    sums = [n for n in expr.walk(node) if isinstance(n, expr.Arith)]
+    assert len(sums) == levels
+    assert all(n.left is n.right for n in sums)
+
+
+def test_forty_levels_of_definitions_compute_each_level_once():
+    node = expr.parse("d40 / 2 ** 40 > 0.5", defines=chain_of_definitions(40))
+    values = expr.evaluate([node], ctx_of([0.25, 1.0]))
+    np.testing.assert_array_equal(values[node], [0, 1])
+    assert len(values) == len(list(expr.walk(node))) < 50  # one array per distinct node
+
+
+def test_pickled_nodes_carry_no_process_specific_hash():
+    node = expr.parse("rsi(14) < 30 and close > sma(50)")
+    hash(node)
+    copy = pickle.loads(pickle.dumps(node))
+    assert "_hash" not in copy.__dict__      # string hashes differ between processes
+    assert copy == node and {node: 1}[copy] == 1
+
+
+@pytest.mark.parametrize("name, why", [
+    ("close", "is a bar field"), ("hl2", "is a bar field"), ("day_open", "is a function"),
+    ("prev", "is a function"), ("rsi", "is an indicator"), ("vwap", "is an indicator"),
+    ("true", "is a condition literal"), ("False", "is a condition literal"),
+    ("and", "is a reserved word"), ("None", "is a reserved word"),
+    ("__pct__", "is reserved for internal names"),
+])
+def test_definition_names_may_not_shadow_built_ins(name, why):
+    with pytest.raises(ConfigError) as err:
+        expr.parse("close > 1", source="c.yaml", defines={name: "close > 2"})
+    assert str(err.value).startswith(f"c.yaml: define.{name}: '{name}' {why}")
+    assert "cannot be redefined" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["__pct__(close) > 1", "__pct__() > 1", "__pct__(x=1) > 1",
+                                  "__pct__(1, 2) > 1", "__pct__(5) > 1", "__pct__(1.5%) > 1",
+                                  "close > __pct__"])
+def test_the_internal_percent_name_typed_by_a_user_is_unknown(text):
+    with pytest.raises(ConfigError, match=r"^c.yaml: when: unknown (function|name) '__pct__'"):
+        expr.parse(text, source="c.yaml")
+
+
+@pytest.mark.parametrize("text, column", [("5 % 2 > 1", 3), ("5%2 > 1", 2), ("5 %(2) > 1", 3),
+                                          ("close % 2 > 1", 7), ("1 < 7 % close", 7),
+                                          ("5% x > 1", 2)])
+def test_percent_sign_used_as_remainder_says_so(text, column):
+    with pytest.raises(ConfigError) as err:
+        expr.parse(text, source="c.yaml")
+    assert str(err.value) == (f"c.yaml: when: '%' is not a remainder operator at column {column} "
+                              "('%' is only a percent sign after a number: 2% is 0.02; rules have "
+                              "no modulo)")
+
+
+def test_percent_sign_before_a_keyword_or_operator_is_still_a_percent():
+    ctx = ctx_of([0.5, 3.0, 10.0])
+    np.testing.assert_array_equal(value("close > 2% * 100 and close < 5%*100", ctx), [0, 1, 0])
+    np.testing.assert_array_equal(value("(close > 500%) or close < 60 %", ctx), [1, 0, 1])
+
+
 @pytest.mark.parametrize("text, words", [
     ("rsii(14) < 30", "unknown function 'rsii' at column 1 (did you mean 'rsi'?)"),
     ("clse > 1", "unknown name 'clse' at column 1 (did you mean 'close'?)"),
     ("macd(12, 26, 9).signl > 0", "has no output 'signl'"),
-    ("rsi(0) < 30", "rsi()"),
-    ("sma(2.5) > 1", "sma()"),
+    ("rsi(0) < 30", "rsi(0): period must be an integer >= 2, got 0 at column 1"),
+    ("sma(2.5) > 1", "sma(2.5): period must be an integer"),
     ("close.__class__", "only allowed on an indicator call"),
     ("__import__('os')", "unknown function '__import__'"),
     ("(lambda: 1)()", "only named functions"),
@@ -142,7 +218,11 @@ _TOKENS = st.sampled_from(["rsi(14)", "close", "sma(", ")", " and ", " or ", "no
                            "import os", "crosses_above(", ",", "prev(", "**", "[0]", "'x'",
                            "exec(", "open", "(", "define", "1e308", "-", "9" * 400,
                            "bars_since(", "value_when(", "default=", "max_bars=", "k=", "=",
-                           "day_open", "prev_day_close", "minutes_to_close", "\n", "é", "**"])
+                           "day_open", "prev_day_close", "minutes_to_close", "\n", "é", "**",
+                           # internal names and the percent rewriting they come from
+                           "__pct__(", "__pct__", "__pct__()", "__pct__(close)",
+                           "__pct__(x=1)", "__pct__(1, 2)", "%", " % ", "5", "1e999", "x=", ".5",
+                           "true", "None", "__import__(", "macd(12, 12, 9)", "rsi(0)"])
 
 
 @settings(max_examples=1500, deadline=None)
@@ -150,7 +230,7 @@ _TOKENS = st.sampled_from(["rsi(14)", "close", "sma(", ")", " and ", " or ", "no
                  st.text(max_size=40)))
 def test_fuzzed_rules_parse_or_raise_our_error_only(text):
     try:
-        expr.parse(text, source="fuzz", field="when")
+        expr.parse(text, source="fuzz", field="when", defines={"define": "close > 1"})
     except ConfigError as err:
         assert str(err).startswith("fuzz: when")
         assert "\n" not in str(err) and " at column " in str(err)

@@ -401,6 +401,23 @@ def test_split_check_catches_a_warmup_one_bar_short():
     ("close > 1 and  é < 3 and cl0se > 2", "unknown name 'é' at column 16", 15),
     ("minutes_to_close", "is a number, not a condition", 0),
     ("", "empty rule at column 1", 0),
+    ("rsi(0) < 30", "rsi(0): period must be an integer >= 2, got 0 at column 1", 0),
+    ("close > 1 and rsi(\n  0) < 30", "rsi(0): period must be an integer >= 2, got 0 at "
+                                       "column 15", 14),
+    ("close > 1 and bbands(20, nbdev=-1).lower > 1", "bbands(20, nbdev=-1): nbdev must be a "
+                                                     "number >= 0, got -1 at column 15", 14),
+    ("macd(12, 12, 9).macd > 0", "macd(12, 12, 9): fast and slow must differ, got 12 for both "
+                                 "at column 1 (the usual pair is fast=12, slow=26)", 0),
+    ("macd(slow=12).signal > 0", "macd(slow=12): fast and slow must differ", 0),
+    ("sma(1.5%, 20) > 1", "sma(1.5%, 20): a source must be a series, not a number at column 5 "
+                          "(write sma(close, ...), or only its parameters)", 4),
+    ("close > ema(2 * 3, 5)", "ema(2 * 3, 5): a source must be a series, not a number", 12),
+    ("atr(2%) > 1", "atr() parameters are plain numbers, not percentages at column 5", 4),
+    ("close > 1.5%.signal", "'.signal' is only allowed on an indicator call at column 14", 13),
+    ("close > 1e999%", "number out of range at column 9", 8),
+    ("close > " + "9" * 400 + "%", "number out of range at column 9", 8),
+    ("5 % 2 > 1", "'%' is not a remainder operator at column 3", 2),
+    ("close > __pct__(1)", "unknown function '__pct__' at column 9", 8),
 ])
 def test_rule_errors_name_the_field_and_point_a_caret_at_the_column(text, words, column):
     with pytest.raises(ConfigError) as err:
@@ -425,10 +442,13 @@ def test_errors_inside_a_definition_point_into_the_definition():
 
 _CALL_NAMES = st.sampled_from(["bars_since", "value_when", "highest_since", "lowest_since",
                                "day_open", "prev_day_close", "minutes_to_close", "prev",
-                               "crosses_above", "within", "sma", "macd", "nope"])
+                               "crosses_above", "within", "sma", "macd", "nope", "__pct__",
+                               "obv", "atr"])
 _ARGS = st.sampled_from(["close > 1", "close", "high", "3", "-2", "0", "2.5", "1e999", "true",
-                         "day_open", "'s'", "None", "x", "9" * 30, "1%", "-None", "..."])
-_KEYS = st.sampled_from(["default", "max_bars", "k", "n", "period", "cond", "x", "defualt"])
+                         "day_open", "'s'", "None", "x", "9" * 30, "1%", "-None", "...",
+                         "__pct__(1)", "5 % 2", "2 * 3", "1e999%", "12"])
+_KEYS = st.sampled_from(["default", "max_bars", "k", "n", "period", "cond", "x", "defualt",
+                         "fast", "slow"])
 
 
 @st.composite
@@ -454,6 +474,109 @@ def test_fuzzed_calls_compile_or_fail_with_a_located_config_error(text):
     else:
         expr.warmup(node)
         str(node)
+
+
+# --------------------------------------------------------------------------- time filters and
+# alert state, end to end: hand-made 1-minute bars, exact fire times
+
+def hand_bars(days, closes):
+    """Full XNYS sessions of 1-minute bars on `days` (ISO dates), close 100 except the closes
+    given as {"YYYY-MM-DD HH:MM": close}; open = previous close."""
+    stamps = pd.DatetimeIndex(np.concatenate([
+        pd.date_range(f"{day} 09:30", periods=390, freq="1min", tz=NY) for day in days]))
+    close = pd.Series(100.0, index=stamps)
+    for when, value in closes.items():
+        assert pd.Timestamp(when, tz=NY) in close.index, when
+        close[pd.Timestamp(when, tz=NY)] = value
+    close = close.to_numpy()
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    frame = pd.DataFrame({"timestamp": stamps, "symbol": "HAND", "open": open_,
+                          "high": np.maximum(open_, close) + 0.01,
+                          "low": np.minimum(open_, close) - 0.01, "close": close,
+                          "volume": 100.0})
+    return from_frame(frame, timezone=NY)
+
+
+def fires(bars, when, cluster_by="day", **alert):
+    config = {"name": "hand", "data": {"path": "<frame>", "timezone": NY},
+              "alerts": [{"name": "a", "when": when, **alert}],
+              "schedule": {"cluster_by": cluster_by}, "execution": {"backend": "sequential"}}
+    result = backtester.run(config, bars=bars, write=False)
+    return [t.strftime("%m-%d %H:%M") for t in result.alerts.get("timestamp", [])]
+
+
+MON_TO_WED = ("2024-03-04", "2024-03-05", "2024-03-06")
+TEN_EACH_DAY = {f"{day} 10:00": 110.0 for day in MON_TO_WED}
+
+
+def test_days_keeps_only_the_listed_weekdays():
+    bars = hand_bars(MON_TO_WED, TEN_EACH_DAY)
+    assert fires(bars, "close > 105") == ["03-04 10:00", "03-05 10:00", "03-06 10:00"]
+    assert fires(bars, "close > 105", days=["mon", "wed"]) == ["03-04 10:00", "03-06 10:00"]
+    assert fires(bars, "close > 105", days=["tue"]) == ["03-05 10:00"]
+
+
+def test_exclude_dates_drops_whole_sessions():
+    bars = hand_bars(MON_TO_WED, TEN_EACH_DAY)
+    assert fires(bars, "close > 105", exclude_dates=["2024-03-05"]) == \
+        ["03-04 10:00", "03-06 10:00"]
+    assert fires(bars, "close > 105", exclude_dates=["2024-03-04", "2024-03-06"]) == \
+        ["03-05 10:00"]
+
+
+def test_skip_first_drops_bars_opening_within_n_minutes_of_the_open():
+    spikes = {f"2024-03-04 {t}": 110.0 for t in ("09:30", "09:34", "09:35", "09:40")}
+    bars = hand_bars(["2024-03-04"], spikes)
+    assert fires(bars, "close > 105", skip_first=5) == ["03-04 09:35", "03-04 09:40"]
+    assert fires(bars, "close > 105", skip_first="10min") == ["03-04 09:40"]
+
+
+def test_cooldown_in_bars_counts_bars_across_the_session_boundary():
+    # rows: 09:40 = 10, 09:45 = 15, 09:50 = 20, 09:51 = 21, 10:05 = 35; day two starts at 390
+    spikes = {f"2024-03-04 {t}": 110.0 for t in ("09:40", "09:45", "09:50", "09:51", "10:05",
+                                                 "15:55")}
+    spikes.update({f"2024-03-05 {t}": 110.0 for t in ("09:31", "09:35")})
+    bars = hand_bars(["2024-03-04", "2024-03-05"], spikes)
+    # 15:55 is row 385: the next fire needs row >= 395, so 09:31 (391) is dropped, 09:35 fires
+    assert fires(bars, "close > 105", cooldown=10) == \
+        ["03-04 09:40", "03-04 09:50", "03-04 10:05", "03-04 15:55", "03-05 09:35"]
+    assert fires(bars, "close > 105", cooldown="2 bars") == \
+        ["03-04 09:40", "03-04 09:45", "03-04 09:50", "03-04 10:05", "03-04 15:55",
+         "03-05 09:31", "03-05 09:35"]
+
+
+def test_several_between_windows_each_include_start_and_exclude_end():
+    spikes = {f"2024-03-04 {t}": 110.0 for t in ("09:45", "10:00", "12:00", "14:59", "15:00",
+                                                 "15:59")}
+    bars = hand_bars(["2024-03-04"], spikes)
+    windows = [["15:00", "16:00"], ["09:30", "10:00"]]  # in any order
+    assert fires(bars, "close > 105", between=windows) == \
+        ["03-04 09:45", "03-04 15:00", "03-04 15:59"]
+    assert fires(bars, "close > 105", between=[["09:30", "10:01"], ["11:00", "12:00"]]) == \
+        ["03-04 09:45", "03-04 10:00"]
+
+
+@pytest.mark.parametrize("cluster_by", ["day", {"count": 1}])
+def test_rearm_when_holds_across_cluster_boundaries(cluster_by):
+    closes = {"2024-03-04 15:50": 90.0, "2024-03-04 15:55": 110.0,   # fire; rearm the same day
+              "2024-03-05 09:40": 90.0, "2024-03-05 10:00": 90.0,   # fire (rearmed); dropped
+              "2024-03-05 15:59": 110.0,                             # rearm on the last bar
+              "2024-03-06 09:30": 90.0, "2024-03-06 09:45": 90.0}   # fire; dropped
+    bars = hand_bars(MON_TO_WED, closes)
+    assert fires(bars, "close < 95", cluster_by, rearm_when="close > 105") == \
+        ["03-04 15:50", "03-05 09:40", "03-06 09:30"]
+    # without the rearm rule every candidate fires
+    assert len(fires(bars, "close < 95", cluster_by)) == 5
+
+
+def test_rearm_needs_a_bar_after_the_fire_not_the_fire_bar_itself():
+    closes = {"2024-03-04 15:50": 90.0, "2024-03-05 09:40": 90.0, "2024-03-05 09:42": 90.0}
+    bars = hand_bars(["2024-03-04", "2024-03-05"], closes)
+    # true on the fire bar (15:50 is 10 minutes to the close) and at the next day's 15:50 only
+    assert fires(bars, "close < 95", rearm_when="minutes_to_close == 10") == ["03-04 15:50"]
+    # true at 15:51, one bar after the fire: the next day's first candidate fires
+    assert fires(bars, "close < 95", rearm_when="minutes_to_close == 9") == \
+        ["03-04 15:50", "03-05 09:40"]
 
 
 # --------------------------------------------------------------------------- docs
