@@ -47,7 +47,7 @@ from backtester import sessions as sessions_module
 from backtester.errors import DataError
 from backtester.sessions import SessionTable
 
-__all__ = ["BarSet", "DataFile", "SymbolBars", "from_frame", "load_bars"]
+__all__ = ["BarSet", "DataFile", "SymbolBars", "check_source", "from_frame", "load_bars"]
 
 TIMESTAMP_ALIASES = ("timestamp", "datetime", "date", "time")
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -166,6 +166,16 @@ def load_bars(
     parts = [part for file in files if (part := _read_file(file, selection)) is not None]
     provenance = tuple(_describe_file(file) for file in files)
     return _assemble(parts, selection, source, provenance, lambda: _available_symbols(files))
+
+
+def check_source(path: str | os.PathLike) -> list[str]:
+    """The bar files `path` names (itself, or a folder's), after checking what can be checked
+    without reading the bars: it exists, the files are CSV or Parquet, and each has the required
+    columns. Raises `DataError` like `load_bars`. For example::
+
+        check_source("data/sample/bars_1min.parquet")   # ['data/sample/bars_1min.parquet']
+    """
+    return [file.path for file in _list_files(os.fspath(path))]
 
 
 def from_frame(
@@ -407,10 +417,34 @@ def _read_csv(file: _File) -> pa.Table:
         try:
             return pa_csv.read_csv(file.path, convert_options=options)
         except pa.ArrowInvalid as exc:
+            if str(exc).startswith("CSV parse error"):
+                raise _csv_parse_error(file.path, exc) from None
             error = exc  # a value a later block cannot convert: retry as text, checked below
         except (OSError, pa.ArrowException) as exc:
             raise DataError(file.path, f"cannot read CSV file: {exc}") from None
     raise DataError(file.path, f"cannot read CSV file: {error}")
+
+
+def _csv_parse_error(path: str, exc: Exception) -> DataError:
+    """Arrow's parse errors quote the row but not its place: find the first row whose field
+    count differs from the header's and name it (data row and file line)."""
+    try:
+        with pa.input_stream(path, compression="detect") as stream:
+            text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+            reader = csv.reader(text)
+            header = next(reader, [])
+            row = 0
+            line = reader.line_num + 1
+            for fields in reader:
+                if fields:   # Arrow skips empty lines; they are not rows
+                    row += 1
+                    if len(fields) != len(header):
+                        return DataError(path, f"{len(fields)} fields where the header has "
+                                         f"{len(header)} (line {line} of the file)", row=row)
+                line = reader.line_num + 1
+    except (OSError, csv.Error, pa.ArrowException):
+        pass
+    return DataError(path, f"cannot read CSV file: {str(exc).splitlines()[0]}")
 
 
 def _read_parquet(file: _File, selection: _Selection) -> tuple[pa.Table, pc.Expression | None]:

@@ -328,3 +328,23 @@ def test_header_only_file_has_no_bars(tmp_path):
     path.write_text("timestamp,symbol,open,high,low,close,volume\n")
     with pytest.raises(DataError, match="no bars"):
         bars.load_bars(path, timezone=NEW_YORK)
+
+
+def test_a_ragged_csv_row_is_named_by_row_and_line(tmp_path):
+    path = _write_csv(tmp_path, _small_rows())
+    lines = path.read_text().splitlines()
+    lines.insert(3, "")                         # a blank line: not a row, still a line
+    lines[5] = lines[5].rsplit(",", 1)[0]      # the fourth data row loses its volume
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as caught:
+        bars.load_bars(path, timezone=NEW_YORK)
+    assert str(caught.value) == f"{path}: row 4: 6 fields where the header has 7 (line 6 of the file)"
+    assert caught.value.row == 4
+
+
+def test_check_source_lists_files_without_reading_bars(tmp_path, week):
+    path = tmp_path / "bars.parquet"
+    week.to_parquet(path)
+    assert bars.check_source(path) == [str(path)]
+    with pytest.raises(DataError, match="no such file or folder"):
+        bars.check_source(tmp_path / "missing.parquet")
