@@ -28,6 +28,7 @@ from . import report, stats
 from .bars import BarSet, load_bars
 from .cluster import ClusterResult
 from .config import Config, load_config
+from .errors import ConfigError
 from .execution import (
     ExecutionReport,
     effective_n_jobs,
@@ -71,17 +72,32 @@ class Prepared:
     backend: str
     backend_reason: str
     n_workers: int
+    output_label: str = "output.dir"      # how errors name the results folder's setting
+    output_hint: str | None = None
+
+
+# How errors name an override, by where it came from (`overrides_from`).
+_FLAGS = {"backend": "--backend", "n_jobs": "--n-jobs", "out": "--out",
+          "compare_sequential": "--compare-sequential", "cluster_by": "--cluster-by"}
 
 
 def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
-            bars: BarSet | None = None, **overrides) -> Prepared:
+            bars: BarSet | None = None, check_output: bool = False,
+            overrides_from: str = "argument", **overrides) -> Prepared:
     """Validate the config and rules, load and validate the data, and lay out the clusters.
 
-    Every input error surfaces here, before any computation, as a `BacktestError`.
+    Every input error surfaces here, before any computation, as a `BacktestError`. An override
+    that is invalid is blamed on itself, not on the config file: ``--n-jobs: ...`` when
+    `overrides_from` is ``"command line"``, ``argument n_jobs: ...`` otherwise. With
+    `check_output`, the results folder is checked too (`report.check_target`): a run never
+    starts only to find it may not replace what is there.
     """
     outer = outer_joblib_config() if overrides.get("backend") is None else None
-    cfg = load_config(config).with_overrides(**overrides)
+    cfg = _apply_overrides(load_config(config), overrides, overrides_from)
     compile_plan(cfg)  # rule errors before any data is read
+    output_label, output_hint = _output_label(cfg, overrides, overrides_from)
+    if check_output:
+        report.check_target(cfg.output.dir, output_label, output_hint)
     if bars is None:
         bars = load_bars(cfg.data.path, timezone=cfg.data.timezone, calendar=cfg.data.calendar,
                          symbols=cfg.data.symbols, start=cfg.data.start, end=cfg.data.end,
@@ -92,9 +108,38 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
             f"({outer['name']}, n_jobs={outer['n_jobs']})"
     else:
         backend, reason = choose_backend(cfg, plan, bars)
+        if overrides.get("backend") is not None and reason == "configured":
+            reason = overrides_from
     workers = effective_n_jobs(backend, cfg.execution.n_jobs)
     layout = schedule(plan, bars, cfg.schedule, workers)
-    return Prepared(cfg, plan, bars, layout, backend, reason, workers)
+    return Prepared(cfg, plan, bars, layout, backend, reason, workers, output_label, output_hint)
+
+
+def _override_label(name: str, overrides_from: str) -> str:
+    return _FLAGS.get(name, name) if overrides_from == "command line" else f"argument {name}"
+
+
+def _apply_overrides(cfg: Config, overrides: Mapping[str, Any], overrides_from: str) -> Config:
+    """`cfg.with_overrides(...)`, one value at a time so that an error names that value."""
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        try:
+            cfg = cfg.with_overrides(**{name: value})
+        except ConfigError as exc:
+            raise ConfigError(_override_label(name, overrides_from), "", exc.message,
+                              exc.hint) from None
+    return cfg
+
+
+def _output_label(cfg: Config, overrides: Mapping[str, Any],
+                  overrides_from: str) -> tuple[str, str]:
+    """How errors about the results folder name its setting, and the hint they give."""
+    if overrides.get("out") is not None:
+        label = _override_label("out", overrides_from)
+        flag = "--out" if overrides_from == "command line" else "out="
+        return label, f"choose another {flag}"
+    return f"{cfg.source}: output.dir", "choose another output.dir, or pass --out"
 
 
 MIN_PARALLEL_SECONDS = 0.5   # below this much estimated work, workers cost more than they save
@@ -135,17 +180,22 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
         n_jobs: int | None = None, out: str | os.PathLike | None = None,
         compare_sequential: bool | None = None, cluster_by: Any = None, write: bool = True,
         bars: BarSet | None = None,
-        progress: Callable[[ClusterResult, int], None] | None = None) -> RunResult:
+        progress: Callable[[ClusterResult, int], None] | None = None,
+        overrides_from: str = "argument") -> RunResult:
     """Run a backtest and (unless `write=False`) write its outputs atomically to `output.dir`.
 
-    Keyword overrides take precedence over the config. With `compare_sequential`, the same
+    Keyword overrides take precedence over the config; `overrides_from` says where they came
+    from (``"argument"``, or ``"command line"`` for the CLI) in errors and the timing report.
+    The results folder may be new, empty or an earlier run's results: anything else there is
+    refused (`BacktestError`) before the run starts. With `compare_sequential`, the same
     clusters also run sequentially and `timing["identical"]` records whether both results match
-    exactly (they must).
+    exactly (they must). `progress(result, total)` is called as each parallel cluster finishes.
     """
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     prep = prepare(config, bars=bars, backend=backend, n_jobs=n_jobs, out=out,
-                   compare_sequential=compare_sequential, cluster_by=cluster_by)
+                   compare_sequential=compare_sequential, cluster_by=cluster_by,
+                   check_output=write, overrides_from=overrides_from)
     cfg, plan, barset, layout = prep.config, prep.plan, prep.bars, prep.layout
     clusters = layout.clusters
     exe = cfg.execution
@@ -178,7 +228,8 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
     manifest = make_manifest(cfg, prep, started, time.perf_counter() - t0)
     output_dir = None
     if write:
-        output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest)
+        output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest,
+                                   label=prep.output_label, hint=prep.output_hint)
     return RunResult(config=cfg, plan=plan, alerts=merged.alerts, forward=merged.forward,
                      trades=merged.trades, summary=summary, stats=run_stats, timing=timing,
                      manifest=manifest, output_dir=output_dir, layout=layout)
@@ -268,8 +319,8 @@ def make_manifest(cfg: Config, prep: Prepared, started: dt.datetime,
 
 
 def write_outputs(cfg: Config, merged: Merged, summary: dict, run_stats: dict, timing: dict,
-                  manifest: dict) -> Path:
-    with report.AtomicFolder(cfg.output.dir) as folder:
+                  manifest: dict, *, label: str = "output.dir", hint: str | None = None) -> Path:
+    with report.AtomicFolder(cfg.output.dir, label, hint) as folder:
         tmp = folder.path
         report.write_frame(merged.alerts, tmp, "alerts", report.ALERT_COLUMNS)
         if any(a.forward for a in cfg.alerts):

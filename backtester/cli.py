@@ -1,15 +1,20 @@
 """The command line: `backtester run | validate | synth | docs | regress | compare`.
 
-Bad input (config, rule, data) prints one line on stderr, `file: field: what is wrong (hint)`,
-and exits with status 2: no traceback, no output folder.
+Bad input (config, rule, data, a flag) prints one line on stderr,
+`file: field: what is wrong (hint)`, and exits with status 2: no traceback, no output folder.
+The rule with a caret under the offending column follows that line only on a terminal or with
+`--verbose`, so scripts reading stderr always get exactly one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import BacktestError, ClusterError, WorkerLost
 
@@ -19,8 +24,8 @@ EXIT_BAD_INPUT = 2
 class _Progress:
     """A one-line progress bar over clusters on a terminal; silent otherwise."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream = sys.stderr if stream is None else stream
         self.enabled = stream.isatty()
         self.done = self.bars = 0
         self.began = time.perf_counter()
@@ -47,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run(args.config, backend=args.backend, n_jobs=args.n_jobs, out=args.out,
                  compare_sequential=args.compare_sequential, cluster_by=args.cluster_by,
-                 progress=_Progress())
+                 progress=_Progress(), overrides_from="command line")
     t, s = result.timing, result.summary
     rows = [("config", result.config.source), ("bars", f"{s['bars']:,}"),
             ("symbols", str(len(s["symbols"]))), ("clusters", str(s["clusters"]))]
@@ -72,12 +77,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .bars import check_source
     from .config import load_config
+    from .errors import ConfigError
     from .plan import compile_plan
 
     cfg = load_config(args.config)
     plan = compile_plan(cfg)
-    print(f"{cfg.source}: ok ({len(cfg.alerts)} alert{'s' * (len(cfg.alerts) != 1)})")
+    if not os.path.exists(cfg.data.path):
+        raise ConfigError(cfg.source, "data.path", f"no such file or folder: {cfg.data.path}",
+                          "run from the folder the path is relative to, or fix the path")
+    files = check_source(cfg.data.path)
+    print(f"{cfg.source}: ok ({len(cfg.alerts)} alert{'s' * (len(cfg.alerts) != 1)}, "
+          f"data: {len(files)} file{'s' * (len(files) != 1)} in {cfg.data.path})")
     print(plan.describe())
     return 0
 
@@ -85,13 +97,80 @@ def _validate(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from . import synth
 
-    symbols = args.symbols.split(",") if args.symbols and not args.symbols.isdigit() \
-        else int(args.symbols or 5)
-    frame = synth.generate(symbols, args.start, args.end, seed=args.seed,
-                           calendar=args.calendar, timezone=args.timezone)
-    synth.write(frame, args.out)
+    symbols, start, end = _synth_arguments(args)
+    try:
+        frame = synth.generate(symbols, start, end, seed=args.seed, calendar=args.calendar,
+                               timezone=args.timezone)
+    except ValueError as exc:
+        flag = "--calendar" if str(exc).startswith("unknown calendar") else "--start/--end"
+        raise BacktestError(f"{flag}: {exc}") from None
+    try:
+        synth.write(frame, args.out)
+    except OSError as exc:
+        raise BacktestError(f"--out: {args.out}: cannot write: {exc.strerror or exc}") from None
     print(f"wrote {len(frame):,} bars of {frame['symbol'].nunique()} symbols to {args.out}")
     return 0
+
+
+def _synth_arguments(args: argparse.Namespace) -> tuple[list[str] | int, dt.date, dt.date]:
+    """`synth`'s flags checked before any work: symbols, dates, time zone and `--out`."""
+    from .sessions import check_timezone
+
+    text = (args.symbols or "").strip()
+    if text.isdigit():
+        symbols: list[str] | int = int(text)
+        if symbols < 1:
+            raise BacktestError(f"--symbols: expected at least 1 symbol, got {text}")
+    else:
+        symbols = [name.strip() for name in text.split(",")]
+        if not text or not all(symbols):
+            raise BacktestError(f"--symbols: expected a count or comma-separated names, got "
+                                f"{args.symbols!r}")
+        if len(set(symbols)) != len(symbols):
+            raise BacktestError(f"--symbols: names must be unique, got {args.symbols!r}")
+    dates = []
+    for flag, value in (("--start", args.start), ("--end", args.end)):
+        try:
+            dates.append(dt.date.fromisoformat(value))
+        except ValueError:
+            raise BacktestError(f"{flag}: expected a date like 2024-01-02, got {value!r}") \
+                from None
+    start, end = dates
+    if end < start:
+        raise BacktestError(f"--end: {end} is before --start {start} (swap them?)")
+    try:
+        check_timezone(args.timezone)
+    except ValueError as exc:
+        raise BacktestError(f"--timezone: {exc}") from None
+    _check_synth_out(args.out)
+    return symbols, start, end
+
+
+def _check_synth_out(out: str) -> None:
+    """`synth` replaces a .parquet/.csv file, or a folder of one Parquet file per symbol; it
+    refuses anything else there, and a target it could not create."""
+    path = Path(os.path.abspath(out))
+    suffix = path.suffix.lower()
+    if suffix not in ("", ".parquet", ".pq", ".csv"):
+        raise BacktestError(f"--out: {out}: cannot write '{suffix}' files (use .parquet, .csv "
+                            f"or a folder path)")
+    if path.is_symlink() or (path.exists() and (suffix != "") != path.is_file()):
+        raise BacktestError(f"--out: {out}: exists and is not a {'file' if suffix else 'folder'}"
+                            f" of bars; refusing to replace it (choose another --out)")
+    if suffix == "" and path.is_dir():
+        foreign = [name for name in sorted(os.listdir(path))
+                   if not name.endswith(".parquet") or not (path / name).is_file()]
+        if foreign:
+            raise BacktestError(f"--out: {out}: exists and holds more than synthetic bars "
+                                f"({', '.join(foreign[:3])}); refusing to replace it "
+                                f"(choose another --out)")
+    parent = path.parent
+    while not parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BacktestError(f"--out: {out}: {parent} is not a folder")
+    if path.parent == path:
+        raise BacktestError(f"--out: {out}: not a file or folder name")
 
 
 def _scale(args: argparse.Namespace) -> int:
@@ -101,8 +180,6 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from . import indicators
 
     path = Path(args.out)
@@ -126,8 +203,13 @@ def _compare(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backtester", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="after a bad-input error, also show its context (the rule with a "
+                             "caret); shown anyway on a terminal")
 
-    p = sub.add_parser("run", help="run a backtest config and write its results")
+    p = sub.add_parser("run", parents=[common],
+                       help="run a backtest config and write its results")
     p.add_argument("config")
     p.add_argument("--backend", choices=["auto", "sequential", "threading", "loky",
                                          "multiprocessing", "dask"])
@@ -140,11 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--no-compare-sequential", dest="compare_sequential", action="store_false")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("validate", help="check a config and print its compiled rules")
+    p = sub.add_parser("validate", parents=[common],
+                       help="check a config and print its compiled rules")
     p.add_argument("config")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("synth", help="generate deterministic synthetic 1-minute bars")
+    p = sub.add_parser("synth", parents=[common],
+                       help="generate deterministic synthetic 1-minute bars")
     p.add_argument("--symbols", default="5", help="a count, or comma-separated names")
     p.add_argument("--start", default="2024-01-02")
     p.add_argument("--end", default="2024-07-31")
@@ -154,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".parquet, .csv, or a folder (one file per symbol)")
     p.set_defaults(func=_synth)
 
-    p = sub.add_parser("scale", help="run a config at several backends and n_jobs; table + chart")
+    p = sub.add_parser("scale", parents=[common],
+                       help="run a config at several backends and n_jobs; table + chart")
     p.add_argument("config")
     p.add_argument("--backends", default="threading,loky", help="comma-separated engines")
     p.add_argument("--jobs", default="1,2", help="comma-separated n_jobs values")
@@ -162,18 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for scaling.md and scaling.svg")
     p.set_defaults(func=_scale)
 
-    p = sub.add_parser("docs", help="regenerate docs/indicators.md from the registry")
+    p = sub.add_parser("docs", parents=[common],
+                       help="regenerate docs/indicators.md from the registry")
     p.add_argument("--out", default="docs/indicators.md")
     p.set_defaults(func=_docs)
 
-    p = sub.add_parser("regress", help="re-run every config and compare with the golden results")
+    p = sub.add_parser("regress", parents=[common],
+                       help="re-run every config and compare with the golden results")
     p.add_argument("--update", action="store_true",
                    help="rewrite the golden results instead of comparing (review their diff)")
     p.add_argument("--configs", default="configs", help="folder of *.yaml configs")
     p.add_argument("--golden", default="tests/golden", help="folder of golden results")
     p.set_defaults(func=_regress)
 
-    p = sub.add_parser("compare", help="diff the results of two runs (as regress does)")
+    p = sub.add_parser("compare", parents=[common],
+                       help="diff the results of two runs (as regress does)")
     p.add_argument("run_a", metavar="RUN_A", help="a results folder")
     p.add_argument("run_b", metavar="RUN_B", help="another results folder")
     p.set_defaults(func=_compare)
@@ -185,9 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except BacktestError as exc:
-        print(str(exc), file=sys.stderr)
+        print(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, file=sys.stderr)
         detail = getattr(exc, "detail", None)
-        if detail:
+        if detail and (getattr(args, "verbose", False) or sys.stderr.isatty()):
             print(detail, file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ClusterError, WorkerLost) as exc:

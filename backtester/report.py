@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .errors import BacktestError
 
 ALERT_COLUMNS = ["timestamp", "symbol", "alert", "close"]
 TRADE_COLUMNS = ["alert", "symbol", "signal_time", "entry_time", "entry_price", "exit_time",
@@ -49,19 +51,96 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-class AtomicFolder:
-    """A temporary folder beside `target` that replaces it on `commit()`; removed otherwise."""
+# Every file a run (`api.write_outputs`), a golden update (`regress`) or a scaling report
+# (`scaling.write_report`) puts in its folder. A folder holding only these, one of them a
+# marker, is ours to replace; anything else there is the user's and is never deleted.
+RESULT_FOLDER_FILES = frozenset({
+    "alerts.csv", "alerts.parquet", "forward.csv", "forward.parquet", "trades.csv",
+    "trades.parquet", "summary.json", "summary.md", "timing.json", "timing.md", "manifest.json",
+    "scaling.md", "scaling.svg", "scaling.json",
+})
+RESULT_FOLDER_MARKERS = ("manifest.json", "scaling.json")
 
-    def __init__(self, target: str | os.PathLike):
-        self.target = Path(target)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-",
-                                          dir=self.target.parent))
+
+def check_target(target: str | os.PathLike, label: str, hint: str | None = None) -> Path:
+    """The absolute path of `target` if a results folder may be written there; raise otherwise.
+
+    A target may be created when its nearest existing parent is a folder this process can write
+    in, and replaced only when it is empty or one of our results folders (a marker such as
+    ``manifest.json`` and nothing but files we write). Anything else (the user's folder, a
+    plain file, a link) raises `BacktestError` naming `label` (``--out``,
+    ``configs/x.yaml: output.dir``), the path and `hint`, before anything is written. For
+    example::
+
+        check_target("/tmp/notes", "--out")   # BacktestError if /tmp/notes holds notes.txt
+    """
+    hint = hint or "choose another results folder"
+    shown = os.fspath(target)
+    if not shown:
+        raise BacktestError(f"{label}: no results folder given ({hint})")
+    path = Path(os.path.abspath(shown))
+
+    def refuse(what: str, more_hint: str = "") -> BacktestError:
+        return BacktestError(f"{label}: {shown}: {what} ({hint}{more_hint})")
+
+    if path.parent == path:
+        raise refuse("the filesystem root cannot be a results folder")
+    if path.is_symlink():
+        raise refuse("is a symbolic link; results replace their folder, not a link's target")
+    if path.exists():
+        if not path.is_dir():
+            raise refuse("is a file, not a results folder; refusing to replace it")
+        try:
+            entries = sorted(os.listdir(path))
+        except OSError as exc:
+            raise refuse(f"cannot list this folder: {exc.strerror or exc}") from None
+        foreign = [name + "/" * (path / name).is_dir() for name in entries
+                   if name not in RESULT_FOLDER_FILES or (path / name).is_symlink()
+                   or not (path / name).is_file()]
+        if foreign:
+            listed = ", ".join(foreign[:3]) + \
+                (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise refuse(f"exists and is not a backtester results folder (holds {listed}); "
+                         f"refusing to replace it", ", or empty that folder first")
+        if entries and not any(marker in entries for marker in RESULT_FOLDER_MARKERS):
+            raise refuse("exists and has no manifest.json, so it is not a backtester results "
+                         "folder; refusing to replace it", ", or empty that folder first")
+    parent = path.parent
+    while not parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise refuse(f"{parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise refuse(f"no permission to write in {parent}")
+    return path
+
+
+class AtomicFolder:
+    """A temporary folder beside `target` that replaces it on `commit()`; removed otherwise.
+
+    `target` is checked with `check_target` first (and again just before the rename): an
+    existing target is replaced only when it is one of our results folders, so a mistyped
+    `--out` never deletes anything of the user's. The temporary folder is made like a plain
+    ``mkdir`` would (mode 0777 less the umask), so the results are as readable as any folder.
+    `label` names the setting in errors (``--out``, ``configs/x.yaml: output.dir``).
+    """
+
+    def __init__(self, target: str | os.PathLike, label: str = "results folder",
+                 hint: str | None = None):
+        self.label, self.hint = label, hint
+        self.target = check_target(target, label, hint)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.path = _make_sibling(self.target, "tmp")
+        except OSError as exc:
+            raise BacktestError(f"{label}: {os.fspath(target)}: cannot create the results "
+                                f"folder: {exc.strerror or exc}") from None
 
     def commit(self) -> Path:
+        check_target(self.target, self.label, self.hint)   # still ours just before the swap
         old = None
         if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            old = self.target.with_name(f".{self.target.name}.old-{secrets.token_hex(4)}")
             os.replace(self.target, old)
         os.replace(self.path, self.target)
         if old is not None:
@@ -77,6 +156,18 @@ class AtomicFolder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.discard()
+
+
+def _make_sibling(target: Path, kind: str) -> Path:
+    """A new empty folder `.NAME.KIND-XXXXXXXX` beside `target`, mode 0777 less the umask."""
+    for _ in range(100):
+        path = target.with_name(f".{target.name}.{kind}-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary name beside {target}")
 
 
 def timing_markdown(timing: Mapping[str, Any]) -> str:

@@ -160,9 +160,21 @@ def test_bad_config_exits_2_with_one_line_and_no_output(tmp_path):
         "output: {dir: out}\n")
     proc = cli("run", "c.yaml", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines()[0] == \
-        "c.yaml: alerts[0].when: unknown function 'rsii' at column 1 (did you mean 'rsi'?)"
+    assert proc.stderr.splitlines() == \
+        ["c.yaml: alerts[0].when: unknown function 'rsii' at column 1 (did you mean 'rsi'?)"]
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_config_field_exits_2_with_exactly_one_line(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "name: bad\ndata: {path: bars.csv}\nalerts:\n  - {name: a, when: 'close > 1', "
+        "cooldown: soon}\noutput: {dir: out}\n")
+    proc = cli("run", "c.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("c.yaml: alerts[0].cooldown: ")
+    assert "'soon'" in lines[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -179,3 +191,190 @@ def test_bad_data_file_exits_2_naming_file_and_row(tmp_path):
     assert len(line.splitlines()) == 1 and "Traceback" not in line
     assert "bars.csv" in line and "row 8" in line and "high" in line
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# The results folder, flags and one-line errors
+
+
+def hand_case(tmp_path: Path, when: str = "close > 100.5", data: str = "bars.csv",
+              extra: str = "") -> Path:
+    """A config `c.yaml` over 30 hand-made bars in `tmp_path`, writing to `out`."""
+    closes = np.full(30, 100.0)
+    closes[[5, 20]] = 101.0
+    session_bars("2024-03-04", closes).to_csv(tmp_path / "bars.csv", index=False)
+    (tmp_path / "c.yaml").write_text(
+        f"name: hand\ndata: {{path: {data}}}\nalerts:\n  - {{name: a, when: '{when}'}}\n"
+        f"execution: {{backend: sequential}}\noutput: {{dir: out}}\n{extra}")
+    return tmp_path / "c.yaml"
+
+
+def run_cli(monkeypatch, capsys, cwd: Path, *args: str) -> tuple[int, str, list[str]]:
+    from backtester.cli import main
+
+    monkeypatch.chdir(cwd)
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.splitlines()
+
+
+def siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_out_refuses_a_folder_of_the_users_and_leaves_it_intact(tmp_path, monkeypatch, capsys):
+    hand_case(tmp_path, data="missing.csv")   # refused before the data is even read
+    target = tmp_path / "v"
+    (target / "sub").mkdir(parents=True)
+    (target / "notes.txt").write_text("keep me\n")
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml", "--out", "v")
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith("--out: v: exists and is not a backtester "
+                                               "results folder (holds notes.txt, sub/)")
+    assert "choose another --out" in err[0]
+    assert (target / "notes.txt").read_text() == "keep me\n" and (target / "sub").is_dir()
+    assert siblings(tmp_path) == []
+
+
+def test_output_dir_in_the_config_is_named_when_it_is_refused(tmp_path, monkeypatch, capsys):
+    hand_case(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "alerts.csv").write_text("not ours: no manifest\n")
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml")
+    assert status == 2
+    assert err == ["c.yaml: output.dir: out: exists and has no manifest.json, so it is not a "
+                   "backtester results folder; refusing to replace it (choose another "
+                   "output.dir, or pass --out, or empty that folder first)"]
+    assert (tmp_path / "out" / "alerts.csv").read_text() == "not ours: no manifest\n"
+
+
+def test_out_refuses_to_replace_a_plain_file(tmp_path, monkeypatch, capsys):
+    hand_case(tmp_path)
+    (tmp_path / "plain").write_text("precious")
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml", "--out", "plain")
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith("--out: plain: is a file, not a results folder")
+    assert (tmp_path / "plain").read_text() == "precious"
+    assert siblings(tmp_path) == []
+
+
+@pytest.mark.parametrize("out", ["/dev/null/x", ".", "/"])
+def test_impossible_out_paths_are_one_line_errors(tmp_path, monkeypatch, capsys, out):
+    hand_case(tmp_path)
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml", "--out", out)
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(f"--out: {out}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.csv", "c.yaml"]
+
+
+def test_a_rerun_replaces_its_own_results_with_a_plain_mkdir_mode(tmp_path, monkeypatch, capsys):
+    hand_case(tmp_path)
+    old_umask = os.umask(0o022)
+    try:
+        for _ in range(2):
+            status, out, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml")
+            assert status == 0, err
+    finally:
+        os.umask(old_umask)
+    folder = tmp_path / "out"
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert (folder / "manifest.json").is_file() and siblings(tmp_path) == []
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["versions"]["numpy"]
+
+
+def test_atomic_folder_follows_the_umask(tmp_path):
+    from backtester.report import AtomicFolder
+
+    old_umask = os.umask(0o027)
+    try:
+        with AtomicFolder(tmp_path / "res") as folder:
+            assert folder.path.stat().st_mode & 0o777 == 0o750
+            (folder.path / "manifest.json").write_text("{}")
+            folder.commit()
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "res").stat().st_mode & 0o777 == 0o750
+
+
+@pytest.mark.parametrize(("args", "start"), [
+    (["--start", "2024-02-01", "--end", "2024-01-05"], "--end: 2024-01-05 is before --start"),
+    (["--calendar", "XXXX"], "--calendar: unknown calendar 'XXXX'"),
+    (["--start", "soon"], "--start: expected a date like 2024-01-02, got 'soon'"),
+    (["--symbols", "0"], "--symbols: expected at least 1 symbol"),
+    (["--symbols", "A,,B"], "--symbols: expected a count or comma-separated names"),
+    (["--timezone", "Mars/Olympus"], "--timezone: unknown timezone 'Mars/Olympus'"),
+])
+def test_synth_rejects_bad_flags_in_one_line(tmp_path, monkeypatch, capsys, args, start):
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "synth", *args,
+                             "--end" if "--end" not in args else "--seed", "2024-01-10"
+                             if "--end" not in args else "1", "--out", "a.parquet")
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(start), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("out", ["/dev/null/a.parquet", "notes", "a.txt"])
+def test_synth_refuses_an_out_it_cannot_or_must_not_write(tmp_path, monkeypatch, capsys, out):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "diary.txt").write_text("keep")
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "synth", "--end", "2024-01-03",
+                             "--out", out)
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(f"--out: {out}: ")
+    assert (tmp_path / "notes" / "diary.txt").read_text() == "keep"
+
+
+def test_validate_checks_that_the_data_exists(tmp_path, monkeypatch, capsys):
+    hand_case(tmp_path, data="nowhere.parquet")
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "validate", "c.yaml")
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(
+        "c.yaml: data.path: no such file or folder: nowhere.parquet")
+    hand_case(tmp_path)
+    status, out, err = run_cli(monkeypatch, capsys, tmp_path, "validate", "c.yaml")
+    assert status == 0 and "data: 1 file in bars.csv" in out
+
+
+def test_rule_error_is_one_line_unless_verbose(tmp_path, monkeypatch, capsys):
+    hand_case(tmp_path, when="close > sma(20) +")
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml")
+    assert status == 2 and len(err) == 1 and err[0].startswith("c.yaml: alerts[0].when: ")
+    status, _, verbose = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml", "--verbose")
+    assert status == 2 and verbose[0] == err[0]
+    assert len(verbose) == 3 and verbose[1].strip() == "close > sma(20) +"
+    assert verbose[2].strip() == "^"
+
+
+@pytest.mark.parametrize(("flags", "line"), [
+    (["--n-jobs", "0"], "--n-jobs: expected a non-zero integer (-1 = all cores), got 0"),
+    (["--cluster-by", "fortnight"], "--cluster-by: 'fortnight' is not a layout"),
+])
+def test_bad_flags_are_blamed_on_the_flag_not_the_config(tmp_path, monkeypatch, capsys, flags,
+                                                         line):
+    hand_case(tmp_path)
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml", *flags)
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(line) and "c.yaml" not in err[0]
+
+
+def test_bad_keyword_arguments_are_blamed_on_the_argument(hand_bars):
+    from backtester.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^argument n_jobs: expected a non-zero integer"):
+        backtester.run(config("close > 105"), bars=hand_bars, n_jobs=0, write=False)
+
+
+def test_backend_reason_says_where_the_backend_was_chosen(tmp_path, monkeypatch, capsys,
+                                                          hand_bars):
+    result = backtester.run(config("close > 105"), bars=hand_bars, write=False)
+    assert result.timing["backend_reason"] == "configured"
+    result = backtester.run(config("close > 105"), bars=hand_bars, write=False,
+                            backend="threading", n_jobs=2)
+    assert result.timing["backend_reason"] == "argument"
+    hand_case(tmp_path)
+    status, _, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml", "--backend",
+                             "threading", "--n-jobs", "2", "--no-compare-sequential")
+    assert status == 0, err
+    timing = json.loads((tmp_path / "out" / "timing.json").read_text())
+    assert timing["backend_reason"] == "command line"
