@@ -189,7 +189,8 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
     The results folder may be new, empty or an earlier run's results: anything else there is
     refused (`BacktestError`) before the run starts. With `compare_sequential`, the same
     clusters also run sequentially and `timing["identical"]` records whether both results match
-    exactly (they must). `progress(result, total)` is called as each parallel cluster finishes.
+    exactly (they must). `progress(result, total)` is called as each parallel cluster finishes;
+    a `progress.start()` method, if it has one, is called just before the first is submitted.
     """
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
@@ -212,6 +213,9 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
     sequential: ExecutionReport | None = None
     if exe.compare_sequential and prep.backend != "sequential":
         sequential = run_clusters(plan, clusters, barset, backend="sequential", n_jobs=1)
+    start_clock = getattr(progress, "start", None)
+    if callable(start_clock):
+        start_clock()   # data loading, warm-up and the sequential run are not the bar's to time
     parallel = run_clusters(plan, clusters, barset, backend=prep.backend, n_jobs=exe.n_jobs,
                             batch_size=exe.batch_size, address=exe.address, progress=callback)
     merged = merge(plan, parallel.results, barset)
@@ -260,14 +264,56 @@ def timing_report(cfg: Config, prep: Prepared, parallel: ExecutionReport,
         "clusters": len(prep.layout.clusters), "layout": prep.layout.cluster_by,
         "layout_reason": prep.layout.reason, "backend_reason": prep.backend_reason,
         "parallel": block(parallel), "sequential": block(sequential) if sequential else None,
-        "cluster_seconds": list(parallel.cluster_seconds),
+        "cluster_seconds": cluster_timings(parallel, prep.bars.timezone),
     }
     if sequential is not None:
         speedup = sequential.total_seconds / parallel.total_seconds
         steady = sequential.wall_seconds / parallel.wall_seconds
         timing.update(speedup=speedup, speedup_steady=steady,
-                      efficiency=speedup / max(1, parallel.n_jobs), identical=identical)
+                      efficiency=speedup / max(1, parallel.n_jobs), identical=identical,
+                      verdict=timing_verdict(sequential, parallel, speedup))
     return timing
+
+
+def cluster_timings(execution: ExecutionReport, timezone: str) -> list[dict[str, Any]]:
+    """Per cluster, in cluster order: index, symbol, first and last exchange-local date of its
+    signal bars, bars and compute seconds (in the worker)."""
+    out = []
+    for r in sorted(execution.results, key=lambda r: r.cluster.index):
+        first, last = (pd.Timestamp(ns, tz="UTC").tz_convert(timezone).date().isoformat()
+                       for ns in (r.cluster.start_ns, r.cluster.end_ns))
+        out.append({"cluster": r.cluster.index, "symbol": r.cluster.symbol, "first": first,
+                    "last": last, "bars": r.cluster.n_bars, "seconds": r.seconds})
+    return out
+
+
+# joblib's result retrieval sleeps this long between polls (`time.sleep(0.01)` in
+# joblib/parallel.py), so a parallel run that finishes sooner still pays it.
+JOBLIB_POLL_SECONDS = 0.01
+
+
+def timing_verdict(sequential: ExecutionReport, parallel: ExecutionReport, speedup: float) -> str:
+    """One line that says what the speedup means, so that a slow parallel run does not puzzle.
+
+    When the parallel run was slower, or the sequential run took less than
+    `MIN_PARALLEL_SECONDS`, the figures measure fixed costs (worker start-up, dispatching tasks,
+    joblib's polling) rather than parallel compute; the line says so, with the figures, and
+    where a meaningful comparison comes from.
+    """
+    seq = sequential.total_seconds
+    costs = (f"worker start-up {parallel.startup_seconds:.3f} s, {parallel.n_tasks} task "
+             f"dispatches, joblib polling for results every {JOBLIB_POLL_SECONDS * 1000:.0f} ms")
+    bench = ("measure on more data: `backtester synth` then `backtester scale` on a config "
+             "reading it, or `make bench`")
+    if speedup < 1:
+        return (f"parallel slower ({speedup:.2f}x): the sequential run took only {seq:.3f} s, "
+                f"less than the parallel run's fixed costs ({costs}); {bench}")
+    if seq < MIN_PARALLEL_SECONDS:
+        return (f"speedup {speedup:.2f}x on a sequential run of only {seq:.3f} s: it mostly "
+                f"measures the parallel run's fixed costs ({costs}); {bench}")
+    return (f"parallel {speedup:.2f}x faster than sequential with {parallel.n_jobs} workers "
+            f"(efficiency {speedup / max(1, parallel.n_jobs):.2f}) on a {seq:.2f} s "
+            f"sequential run")
 
 
 def summarise(cfg: Config, plan: Plan, barset: BarSet, layout: Layout,

@@ -170,8 +170,12 @@ def _make_sibling(target: Path, kind: str) -> Path:
     raise FileExistsError(f"no free temporary name beside {target}")
 
 
+SLOWEST_CLUSTERS = 5
+
+
 def timing_markdown(timing: Mapping[str, Any]) -> str:
-    """The sequential-vs-parallel timing report as Markdown."""
+    """The sequential-vs-parallel timing report as Markdown: the runs side by side, the
+    speedup with a verdict on what it means, and the slowest clusters by name."""
     lines = [f"# Timing: {timing.get('name', '')}", ""]
     par = timing["parallel"]
     seq = timing.get("sequential")
@@ -192,10 +196,22 @@ def timing_markdown(timing: Mapping[str, Any]) -> str:
                   f"- speedup (steady state, start-up excluded): {timing['speedup_steady']:.2f}x",
                   f"- efficiency (speedup / workers): {timing['efficiency']:.2f}",
                   f"- identical results: **{str(timing['identical']).lower()}**"]
-    cs = timing.get("cluster_seconds") or []
-    if cs:
-        lines += ["", f"- per-cluster seconds: min {min(cs):.4f}, median "
-                  f"{sorted(cs)[len(cs) // 2]:.4f}, max {max(cs):.4f}, sum {sum(cs):.3f}"]
+        if timing.get("verdict"):
+            lines += ["", f"**Verdict:** {timing['verdict']}"]
+    clusters = [c if isinstance(c, Mapping) else {"seconds": c}
+                for c in timing.get("cluster_seconds") or []]
+    if clusters:
+        cs = sorted(c["seconds"] for c in clusters)
+        lines += ["", f"- per-cluster seconds: min {cs[0]:.4f}, median "
+                  f"{cs[len(cs) // 2]:.4f}, max {cs[-1]:.4f}, sum {sum(cs):.3f}"]
+        slowest = sorted((c for c in clusters if "symbol" in c),
+                         key=lambda c: -c["seconds"])[:SLOWEST_CLUSTERS]
+        if slowest:
+            lines += ["", f"Slowest {len(slowest)} clusters:", "",
+                      "| cluster | symbol | dates | bars | seconds |",
+                      "|---:|---|---|---:|---:|"]
+            lines += [f"| {c['cluster']} | {c['symbol']} | {c['first']}..{c['last']} | "
+                      f"{c['bars']:,} | {c['seconds']:.4f} |" for c in slowest]
     return "\n".join(lines) + "\n"
 
 

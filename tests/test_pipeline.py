@@ -140,8 +140,18 @@ def test_compare_sequential_reports_identical(synthetic_bars, tmp_path):
                             bars=synthetic_bars, out=str(out))
     assert result.timing["identical"] is True
     timing = json.loads((out / "timing.json").read_text())
-    for key in ("speedup", "efficiency", "cluster_seconds", "parallel", "sequential"):
+    for key in ("speedup", "efficiency", "cluster_seconds", "parallel", "sequential", "verdict"):
         assert key in timing
+    clusters = timing["cluster_seconds"]
+    assert [c["cluster"] for c in clusters] == list(range(len(result.layout.clusters)))
+    assert {c["symbol"] for c in clusters} == {"SYNA", "SYNB"}
+    assert sum(c["bars"] for c in clusters) == result.summary["bars"]
+    assert all(c["first"] <= c["last"] and c["seconds"] >= 0 for c in clusters)
+    markdown = (out / "timing.md").read_text()
+    slowest = max(clusters, key=lambda c: c["seconds"])
+    assert f"| {slowest['cluster']} | {slowest['symbol']} | {slowest['first']}..{slowest['last']} |" \
+        in markdown
+    assert f"**Verdict:** {timing['verdict']}" in markdown
     assert (out / "alerts.csv").exists() and (out / "alerts.parquet").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert sum(summary["fires"].values()) == len(result.alerts)
@@ -378,3 +388,45 @@ def test_backend_reason_says_where_the_backend_was_chosen(tmp_path, monkeypatch,
     assert status == 0, err
     timing = json.loads((tmp_path / "out" / "timing.json").read_text())
     assert timing["backend_reason"] == "command line"
+
+
+def test_progress_clock_starts_when_the_parallel_run_does(hand_bars):
+    from backtester.cli import _Progress
+
+    events = []
+
+    class Recorder:
+        def start(self):
+            events.append("start")
+
+        def __call__(self, result, total):
+            events.append("result")
+
+    backtester.run({**config("close > 105"), "execution": {
+        "backend": "threading", "n_jobs": 2, "compare_sequential": True}},
+        bars=hand_bars, write=False, progress=Recorder())
+    assert events == ["start", "result", "result"]
+    bar = _Progress()
+    assert bar.began is None
+    bar.start()
+    assert bar.began is not None
+
+
+def test_timing_verdict_explains_a_parallel_run_slower_than_sequential():
+    from backtester.api import timing_verdict
+    from backtester.execution import ExecutionReport
+
+    seq = ExecutionReport("sequential", 1, (), 0.015, 0.0, 0.015, 1)
+    par = ExecutionReport("threading", 2, (), 0.030, 0.002, 0.031, 8)
+    verdict = timing_verdict(seq, par, 0.015 / 0.032)
+    assert verdict.startswith("parallel slower (0.47x): the sequential run took only 0.015 s")
+    for words in ("worker start-up 0.002 s", "8 task dispatches", "every 10 ms",
+                  "`backtester synth`", "`backtester scale`", "`make bench`"):
+        assert words in verdict
+    short = timing_verdict(seq, ExecutionReport("threading", 2, (), 0.010, 0.0, 0.02, 2), 1.5)
+    assert short.startswith("speedup 1.50x on a sequential run of only 0.015 s")
+    seq = ExecutionReport("sequential", 1, (), 4.0, 0.0, 4.0, 1)
+    par = ExecutionReport("threading", 2, (), 2.1, 0.1, 4.2, 8)
+    assert timing_verdict(seq, par, 4.0 / 2.2) == \
+        "parallel 1.82x faster than sequential with 2 workers (efficiency 0.91) on a 4.00 s " \
+        "sequential run"
