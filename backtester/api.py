@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import numpy as np
 import pandas as pd
 
 from . import report, stats
@@ -360,7 +359,7 @@ def make_manifest(cfg: Config, prep: Prepared, started: dt.datetime,
                    "lookahead_bars": prep.plan.lookahead_bars},
         "backend": prep.backend, "n_jobs": prep.n_workers,
         "started": started.isoformat(), "duration_seconds": seconds,
-        "joblib_cpu_count": joblib.cpu_count(), "numpy": np.__version__,
+        "joblib_cpu_count": joblib.cpu_count(),
     }
 
 

@@ -215,13 +215,31 @@ def timing_markdown(timing: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+def git_revision(package_dir: str | os.PathLike | None = None) -> str | None:
+    """The commit of the repository this package's source is tracked in, with ``-dirty``
+    appended when tracked files differ from it; None when the package is not in a git work
+    tree of its own (installed into site-packages, even inside another project's repository).
+
+    `package_dir` defaults to this package's folder; a repository counts only if it tracks files
+    there. For example: ``'fa9ff68...-dirty'``.
+    """
+    folder = Path(package_dir) if package_dir is not None else Path(__file__).parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
+                                 timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    if not git("ls-files", "--error-unmatch", "--", "."):
+        return None   # not a work tree, or one that does not track this package
+    head = (git("rev-parse", "HEAD") or "").strip()
+    if not head:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return f"{head}-dirty" if status is None or status.strip() else head
 
 
 def versions() -> dict[str, str | None]:

@@ -288,3 +288,36 @@ def test_update_keeps_the_manifest_when_only_the_revision_moved(tmp_path):
     regress._update_goldens({"hand": run}, golden, io.StringIO())
     written = json.loads((golden / "hand" / "manifest.json").read_text())
     assert written == regress.stable_manifest({**MANIFEST, "versions": {"numpy": "3"}})
+
+
+def _git(cwd: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                          cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_revision_marks_a_dirty_tree_and_ignores_repos_that_do_not_track_the_package(
+        tmp_path):
+    repo = tmp_path / "project"
+    package = repo / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("x = 1\n")
+    _git(repo, "init", "-q", ".")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert report.git_revision(package) == head
+    (repo / "untracked.txt").write_text("results and notes do not make it dirty")
+    assert report.git_revision(package) == head
+    (package / "__init__.py").write_text("x = 2\n")
+    assert report.git_revision(package) == f"{head}-dirty"
+    # Installed into a virtual environment inside some other project's work tree:
+    installed = repo / ".venv" / "lib" / "site-packages" / "backtester"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    assert report.git_revision(installed) is None
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert report.git_revision(outside) is None
