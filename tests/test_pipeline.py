@@ -430,3 +430,15 @@ def test_timing_verdict_explains_a_parallel_run_slower_than_sequential():
     assert timing_verdict(seq, par, 4.0 / 2.2) == \
         "parallel 1.82x faster than sequential with 2 workers (efficiency 0.91) on a 4.00 s " \
         "sequential run"
+
+
+def test_readme_config_is_the_shipped_rsi_config():
+    import re
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = re.search(r"## A config\s+```yaml\n(.*?)```", readme, re.S).group(1)
+    shipped = yaml.safe_load((root / "configs" / "rsi.yaml").read_text())
+    assert yaml.safe_load(block) == shipped
