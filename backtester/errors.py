@@ -11,8 +11,9 @@ from __future__ import annotations
 class BacktestError(Exception):
     """Bad input detected before (or instead of) doing work; the message is one line.
 
-    `detail`, when set, is extra context printed after that line (a rule with a caret under
-    the offending column); the first line stands on its own.
+    `detail`, when set, is extra context (a rule with a caret under the offending column) that
+    the CLI prints after that line only on a terminal or with `--verbose`; the first line
+    stands on its own, so scripts always read exactly one line.
     """
 
     detail: str | None = None
