@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import trades
 from .bars import BarSet, SymbolBars
 from .config import ScheduleConfig
 from .plan import Plan
@@ -150,8 +151,17 @@ def _warmup_starts(bars: SymbolBars, starts: np.ndarray, plan: Plan) -> np.ndarr
 
 
 def _lookahead_ends(bars: SymbolBars, ends: np.ndarray, plan: Plan) -> np.ndarray:
+    """One past the last row each cluster reads: `plan.lookahead_bars` after its signal range,
+    then, for duration horizons, up to the first bar opening after the last signal bar's time
+    plus the longest duration (exact for irregular bars, where a bar count is no upper bound),
+    then to the end of that session when the plan needs one."""
     n = len(bars)
     last = np.minimum(ends + plan.lookahead_bars, n)
+    duration = max((trades.lookahead_ns(a.config.forward) for a in plan.alerts), default=0)
+    if duration > 0:
+        horizon_end = bars.timestamp[ends - 1] + duration
+        after = np.searchsorted(bars.timestamp, horizon_end, side="right")
+        last = np.maximum(last, np.minimum(after + 1, n))
     if plan.lookahead_session:
         last = np.searchsorted(bars.session, bars.session[last - 1], side="right")
     return np.minimum(last, n).astype(np.int64)

@@ -87,6 +87,7 @@ __all__ = [
     "TradeSpec",
     "forward_returns",
     "lookahead",
+    "lookahead_ns",
     "parse_forward",
     "parse_trade",
     "select_non_overlapping",
@@ -371,16 +372,25 @@ def lookahead(spec: TradeSpec | None, horizons: Sequence[Horizon], bar_ns: int) 
     last bar of the session containing ``signal_bar + bars``.
 
     A trade needs ``max_bars + 1`` bars (entry, `max_bars` held bars, the time exit at the next
-    open); a `session_close` trade without `max_bars` needs the entry bar's session. A duration
-    horizon needs ``duration // bar_ns`` bars (bars open at least `bar_ns` apart), `eod` the
-    signal's session. For example ``lookahead(spec_with_max_bars_60, [], bar_ns)`` is ``(61, False)``.
+    open); a `session_close` trade without `max_bars` needs the entry bar's session. A bar
+    horizon ``N`` needs ``N`` bars, `eod` the signal's session.
+
+    A duration horizon ends at the last bar opening by ``signal time + duration`` and is only
+    known to be complete once the bar after it is read, so on a regular grid of `bar_ns` it needs
+    ``duration // bar_ns + 1`` bars. That count is what this function returns (it sizes the
+    halo's cost for `auto` layouts), but it is no upper bound when bars are irregular (two bars
+    closer than `bar_ns`): the scheduler therefore also extends each cluster by time, to the
+    first bar opening after its last signal bar's time plus `lookahead_ns`, which is exact
+    whatever the spacing. For example ``lookahead(spec_with_max_bars_60, [], bar_ns)`` is
+    ``(61, False)`` and ``lookahead(None, [Horizon("30min", duration_ns=30 * 60 * 10**9)],
+    60 * 10**9)`` is ``(31, False)``.
     """
     bars, to_session_end = 0, False
     for horizon in horizons:
         if horizon.bars is not None:
             bars = max(bars, horizon.bars)
         elif horizon.duration_ns is not None:
-            bars = max(bars, horizon.duration_ns // bar_ns)
+            bars = max(bars, horizon.duration_ns // bar_ns + 1)
         elif horizon.eod:
             to_session_end = True
     if spec is not None:
@@ -390,6 +400,14 @@ def lookahead(spec: TradeSpec | None, horizons: Sequence[Horizon], bar_ns: int) 
             bars = max(bars, 1)
             to_session_end = True
     return bars, to_session_end
+
+
+def lookahead_ns(horizons: Sequence[Horizon]) -> int:
+    """The longest duration horizon in `horizons` in ns (0 without one): a cluster whose last
+    signal bar opens at `t` must read up to the first bar opening after ``t + lookahead_ns``
+    (see `lookahead`). For example ``lookahead_ns(parse_forward([5, "30min"], "f", "forward"))``
+    is ``30 * 60 * 10**9``."""
+    return max((h.duration_ns for h in horizons if h.duration_ns is not None), default=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
+import backtester
+from backtester.bars import from_frame
 from backtester.errors import ConfigError
-from backtester.trades import Horizon, TradeSpec, forward_returns, lookahead, parse_forward
+from backtester.trades import (
+    Horizon,
+    TradeSpec,
+    forward_returns,
+    lookahead,
+    lookahead_ns,
+    parse_forward,
+)
 
 MINUTE = 60_000_000_000
 
@@ -103,6 +113,52 @@ def test_parse_forward_rejects_bad_horizons(raw, field, text):
 
 def test_lookahead_takes_the_longest_horizon():
     horizons = parse_forward([5, "30min", "eod"], "f", "forward")
-    assert lookahead(None, horizons, MINUTE) == (30, True)
+    # a 30min horizon ends 30 bars later and is known complete at the 31st
+    assert lookahead(None, horizons, MINUTE) == (31, True)
     assert lookahead(TradeSpec(max_bars=60), horizons[:2], MINUTE) == (61, False)
     assert lookahead(None, (), MINUTE) == (0, False)
+    assert lookahead_ns(horizons) == 30 * MINUTE and lookahead_ns(horizons[:1]) == 0
+
+
+# ---- the halo in a real run: clusters ending mid-session, irregular bars ---------------------
+
+def session_frame(stamps, seed=1):
+    """Bars of one symbol at the given exchange-local times, a random walk."""
+    rng = np.random.default_rng(seed)
+    close = 100 + np.cumsum(rng.normal(0, 0.1, len(stamps)))
+    open_ = np.r_[close[0], close[:-1]]
+    return pd.DataFrame({
+        "timestamp": pd.DatetimeIndex(stamps).tz_convert("UTC"), "symbol": "AAA",
+        "open": open_, "high": np.maximum(open_, close) + 0.05,
+        "low": np.minimum(open_, close) - 0.05, "close": close, "volume": 1000.0})
+
+
+def run_forward(bars, horizons, layout):
+    config = {"name": "fwd", "data": {"path": "<frame>"},
+              "alerts": [{"name": "a", "when": "close > 0", "forward": horizons}],
+              "schedule": {"cluster_by": layout}, "execution": {"backend": "sequential"}}
+    return backtester.run(config, bars=bars, write=False).forward
+
+
+@pytest.mark.parametrize("horizons", [["30min"], ["5min", 3], ["1min"], ["90s", "eod"]])
+def test_duration_horizons_in_clusters_ending_mid_session_match_one_cluster(horizons):
+    open_ = pd.Timestamp("2024-07-08 09:30", tz="America/New_York")
+    stamps = [open_ + pd.Timedelta(minutes=i) for i in range(390)]
+    bars = from_frame(session_frame(stamps), timezone="America/New_York")
+    whole = run_forward(bars, horizons, {"count": 1})
+    for layout in ({"bars": 50}, {"bars": 7}, "auto"):
+        pd.testing.assert_frame_equal(run_forward(bars, horizons, layout), whole)
+
+
+def test_duration_halo_is_exact_when_bars_are_closer_than_the_bar_interval():
+    # One-minute bars (the bar interval), with extra bars at half minutes from 10:00 to 10:20:
+    # 30 minutes there span ~50 bars, more than 30min // 1min + 1.
+    open_ = pd.Timestamp("2024-07-08 09:30", tz="America/New_York")
+    stamps = [open_ + pd.Timedelta(minutes=i) for i in range(390)]
+    stamps += [open_ + pd.Timedelta(minutes=30 + i, seconds=30) for i in range(20)]
+    bars = from_frame(session_frame(sorted(stamps)), timezone="America/New_York")
+    assert bars.bar_ns == MINUTE
+    whole = run_forward(bars, ["30min"], {"count": 1})
+    assert whole["complete_30min"].sum() > 300
+    for size in (5, 13, 40):
+        pd.testing.assert_frame_equal(run_forward(bars, ["30min"], {"bars": size}), whole)

@@ -2,8 +2,12 @@
 and any layout agrees with one unsplit cluster (DESIGN.md invariant 3).
 
 Bars are random walks on the real XNYS calendar around the 2024-07-03 half-day and the July 4
-holiday, with missing minutes (gaps), flat stretches and zero-volume halts; rules are drawn from
-the language; layouts are random.
+holiday; each of `N_BAR_SETS` generated sets mixes missing minutes (gaps, from none to 15%),
+flat stretches with zero-volume halts, a session cut short by a halt, a symbol listed late, data
+ending mid-session and bars closer than the bar interval. Rules are drawn from the language;
+alerts carry bar, duration and `eod` forward horizons and varied trades (long and short, next
+open or close entries, percent, ATR and price levels, trailing stops, `exit_when` with
+`max_bars`, session closes); layouts are random.
 """
 
 import numpy as np
@@ -18,22 +22,34 @@ from backtester.sessions import from_calendar
 
 SESSIONS = from_calendar("XNYS", pd.Timestamp("2024-06-17").date(),
                          pd.Timestamp("2024-07-12").date(), "America/New_York")
+MINUTE = 60 * 10**9
+N_BAR_SETS = 12
 
 
 def random_bars(seed: int, symbols=("AAA", "BBB")):
+    """One of `N_BAR_SETS` bar sets; `seed` picks the gap rate and which irregularities occur."""
     rng = np.random.default_rng(seed)
+    gap_rate = (0.0, 0.03, 0.15)[seed % 3]
     frames = []
-    for symbol in symbols:
-        stamps = np.concatenate([np.arange(o, c, 60 * 10**9)
-                                 for o, c in zip(SESSIONS.open_ns, SESSIONS.close_ns)])
-        keep = rng.random(len(stamps)) > 0.03                     # gaps
-        stamps = stamps[keep]
+    for k, symbol in enumerate(symbols):
+        opens, closes = SESSIONS.open_ns, SESSIONS.close_ns
+        if k == 1 and seed % 2:
+            opens, closes = opens[3:], closes[3:]               # listed three sessions late
+        per_session = [np.arange(o, c, MINUTE) for o, c in zip(opens, closes)]
+        halted = rng.integers(0, len(per_session))
+        per_session[halted] = per_session[halted][: rng.integers(20, 200)]  # cut short by a halt
+        if seed % 4 == 3:                                       # data ends mid-session
+            per_session[-1] = per_session[-1][: rng.integers(30, 300)]
+        stamps = np.concatenate(per_session)
+        if seed % 5 == 4:                                       # bars closer than the interval
+            extra = rng.choice(stamps[:-1], 40, replace=False) + 30 * 10**9
+            stamps = np.union1d(stamps, extra)
+        stamps = stamps[rng.random(len(stamps)) >= gap_rate]   # gaps
         n = len(stamps)
         steps = rng.normal(0, 0.0012, n)
-        for start in rng.integers(0, n - 80, 4):                   # flat stretches
+        for start in rng.integers(0, n - 80, rng.integers(2, 7)):   # flat stretches
             steps[start:start + rng.integers(5, 70)] = 0.0
-        close = 100 * np.exp(np.cumsum(steps))
-        close = np.round(close, 2)
+        close = np.round(100 * np.exp(np.cumsum(steps)), 2)
         open_ = np.concatenate(([close[0]], close[:-1]))
         wiggle = np.abs(rng.normal(0, 0.0008, n)) * close
         flat = steps == 0.0
@@ -75,28 +91,84 @@ def conditions(draw, depth=0):
     return f"({left}) {op} {'not ' if draw(st.booleans()) else ''}({right})"
 
 
-LAYOUTS = st.one_of(st.sampled_from(["day", "week", "month"]),
+HORIZONS = st.lists(st.sampled_from([3, 20, "90s", "5min", "30min", "2h", "eod"]),
+                    min_size=1, max_size=3, unique=True)
+
+
+@st.composite
+def trade_specs(draw):
+    """A `trade:` block; every one has a finite horizon (`max_bars` and/or `session_close`)."""
+    spec = {"side": draw(st.sampled_from(["long", "short"])),
+            "entry": draw(st.sampled_from(["next_open", "next_open", "close"])),
+            "bracket_from": draw(st.sampled_from(["fill", "signal_close"])),
+            "stops_on_entry_bar": draw(st.booleans()),
+            "overlap": draw(st.sampled_from(["skip", "allow"]))}
+    for key, choices in (("take_profit", [None, "0.4%", "1.5atr", 0.25]),
+                         ("stop_loss", [None, "0.3%", "atr(5)*1", 0.2]),
+                         ("trailing_stop", [None, None, "0.3%", "1atr"])):
+        value = draw(st.sampled_from(choices))
+        if value is not None:
+            spec[key] = value
+    if "trailing_stop" in spec and draw(st.booleans()):
+        spec["trail_after"] = draw(st.sampled_from(["0.2%", "0.5atr"]))
+    if draw(st.booleans()):
+        spec["exit_when"] = draw(conditions(depth=1))
+    spec.update(draw(st.sampled_from([{"max_bars": 25}, {"max_bars": 3}, {"session_close": True},
+                                      {"max_bars": 60, "session_close": True}])))
+    return spec
+
+
+@st.composite
+def alert_specs(draw, n_rules):
+    """Per alert: forward horizons and, maybe, a trade."""
+    return [{"forward": draw(HORIZONS),
+             "trade": draw(st.one_of(st.none(), trade_specs()))} for _ in range(n_rules)]
+
+
+LAYOUTS = st.one_of(st.sampled_from(["day", "week", "month", "auto"]),
                     st.integers(150, 4000).map(lambda n: {"bars": n}),
                     st.integers(2, 12).map(lambda n: {"count": n}))
 
 
-def config(rules, layout, backend="sequential", trade=False):
+def config(rules, layout, specs=None, backend="sequential", state=True):
+    """Alerts for `rules`; `specs` from `alert_specs`. Without `state`: no cooldown or
+    once_per_day and every trade `overlap: allow`, so each candidate's outcome stands alone."""
     alerts = []
     for i, rule in enumerate(rules):
-        alert = {"name": f"a{i}", "when": rule, "forward": [3, 20]}
-        if i == 0:
+        spec = specs[i] if specs else {"forward": [3, 20], "trade": None}
+        alert = {"name": f"a{i}", "when": rule, "forward": spec["forward"]}
+        if state and i == 0:
             alert["cooldown"] = "20min"
-        if i == 1:
+        if state and i == 1:
             alert["once_per_day"] = True
-        if trade:
-            alert["trade"] = {"take_profit": "0.4%", "stop_loss": "0.3%", "max_bars": 25,
-                              "session_close": True}
+        if spec["trade"] is not None:
+            alert["trade"] = dict(spec["trade"])
+            if not state:
+                alert["trade"]["overlap"] = "allow"
         alerts.append(alert)
     return {"name": "prop", "data": {"path": "<frame>"}, "alerts": alerts,
             "schedule": {"cluster_by": layout}, "execution": {"backend": backend, "n_jobs": 2}}
 
 
 EVENT_KEYS = ["timestamp", "symbol", "alert"]
+TRADE_KEYS = ["alert", "symbol", "signal_time"]
+TRADE_EXACT = ["entry_time", "exit_time", "reason", "bars_held", "both_touched"]
+
+
+def assert_rows_agree(frame_a, frame_b, keys, exact=()):
+    """Rows present in both frames (by `keys`): `exact` columns equal, other numeric columns
+    within DESIGN.md's 1e-9 relative tolerance."""
+    if frame_a.empty or frame_b.empty:
+        return
+    both = frame_a.merge(frame_b[keys], on=keys)
+    a = frame_a.set_index(keys).loc[pd.MultiIndex.from_frame(both[keys])]
+    b = frame_b.set_index(keys).loc[pd.MultiIndex.from_frame(both[keys])]
+    for column in a.columns:
+        if column in exact or a[column].dtype == bool or a[column].dtype == object:
+            pd.testing.assert_series_equal(a[column], b[column], check_names=False)
+        else:
+            np.testing.assert_allclose(a[column].to_numpy(float), b[column].to_numpy(float),
+                                       rtol=1e-9, atol=1e-12, err_msg=column)
 
 
 def assert_same_events_within_tolerance(whole, split):
@@ -106,14 +178,12 @@ def assert_same_events_within_tolerance(whole, split):
         if frame_a.empty:
             continue
         pd.testing.assert_frame_equal(frame_a[EVENT_KEYS], frame_b[EVENT_KEYS])
-        numeric = [c for c in frame_a.columns if c not in EVENT_KEYS]
-        np.testing.assert_allclose(frame_a[numeric].to_numpy(float),
-                                   frame_b[numeric].to_numpy(float), rtol=1e-9, atol=1e-12)
+        assert_rows_agree(frame_a, frame_b, EVENT_KEYS)
     ta, tb = whole.trades, split.trades
     assert ta.shape == tb.shape
     if not ta.empty:
-        exact = ["alert", "symbol", "signal_time", "entry_time", "exit_time", "reason"]
-        pd.testing.assert_frame_equal(ta[exact], tb[exact])
+        pd.testing.assert_frame_equal(ta[TRADE_KEYS], tb[TRADE_KEYS])
+        assert_rows_agree(ta, tb, TRADE_KEYS, TRADE_EXACT)
 
 
 @pytest.fixture(scope="module")
@@ -127,33 +197,43 @@ def bars_by_seed():
     return get
 
 
-def near_tie_events(prep, stateless_result_keys) -> set:
-    """(symbol, timestamp ns, alert) where some comparison in the rule, or within the 8 bars
-    before (windows, crosses), compared values within 1e-8 of each other in the unsplit pass:
-    the bars where DESIGN.md allows layouts to disagree."""
+def tie_bars(root, values, n) -> np.ndarray:
+    """Bars where some comparison in `root`, or one within the 8 bars before (windows,
+    crosses), compared values within 1e-8 of each other: where DESIGN.md allows layouts to
+    disagree."""
+    from backtester import expr
+
+    tie = np.zeros(n, dtype=bool)
+    for node in expr.walk(root):
+        pairs = []
+        if isinstance(node, expr.Cmp):
+            pairs.append((node.left, node.right))
+        elif isinstance(node, expr.Func) and node.name.startswith("crosses"):
+            pairs.append(tuple(node.args))
+        for left, right in pairs:
+            a, b = values[left], values[right]
+            with np.errstate(invalid="ignore"):
+                tie |= np.abs(a - b) <= 1e-8 * np.maximum(np.maximum(abs(a), abs(b)), 1)
+    return np.convolve(tie.astype(int), np.ones(9, dtype=int))[:n] > 0
+
+
+def near_ties(prep) -> tuple[set, dict]:
+    """Alert events on near ties as {(symbol, timestamp ns, alert)}, and per (alert, symbol)
+    the bars where the alert's `exit_when` rule is on a near tie, from the unsplit pass."""
     from backtester import cluster as cluster_mod
     from backtester import expr
 
-    out = set()
+    events, exits = set(), {}
     for symbol, bars in prep.bars.bars.items():
         ctx = expr.Context(cluster_mod.context_arrays(bars, prep.bars.sessions))
         for alert in prep.plan.alerts:
-            values = expr.evaluate([alert.rule], ctx)
-            tie = np.zeros(len(bars), dtype=bool)
-            for node in expr.walk(alert.rule):
-                pairs = []
-                if isinstance(node, expr.Cmp):
-                    pairs.append((node.left, node.right))
-                elif isinstance(node, expr.Func) and node.name.startswith("crosses"):
-                    pairs.append(tuple(node.args))
-                for left, right in pairs:
-                    a, b = values[left], values[right]
-                    with np.errstate(invalid="ignore"):
-                        tie |= np.abs(a - b) <= 1e-8 * np.maximum(np.maximum(abs(a), abs(b)), 1)
-            near = np.convolve(tie.astype(int), np.ones(9, dtype=int))[: len(tie)] > 0
-            for ts in bars.timestamp[near]:
-                out.add((symbol, int(ts), alert.name))
-    return out
+            roots = [alert.rule] + ([alert.exit_rule] if alert.exit_rule is not None else [])
+            values = expr.evaluate(roots, ctx)
+            for ts in bars.timestamp[tie_bars(alert.rule, values, len(bars))]:
+                events.add((symbol, int(ts), alert.name))
+            if alert.exit_rule is not None:
+                exits[(alert.name, symbol)] = tie_bars(alert.exit_rule, values, len(bars))
+    return events, exits
 
 
 def event_keys(frame):
@@ -162,41 +242,79 @@ def event_keys(frame):
     return set(zip(frame["symbol"], frame["timestamp"].astype("int64"), frame["alert"]))
 
 
+def fragile_trades(trades, exits, bars) -> set:
+    """(alert, symbol, signal ns) of trades held over a near tie of their `exit_when` rule."""
+    out = set()
+    if trades.empty:
+        return out
+    for row in trades.itertuples(index=False):
+        ties = exits.get((row.alert, row.symbol))
+        if ties is None:
+            continue
+        stamps = bars.bars[row.symbol].timestamp
+        first, last = np.searchsorted(stamps, [row.signal_time.value, row.exit_time.value])
+        if ties[first:last + 1].any():
+            out.add((row.alert, row.symbol, row.signal_time.value))
+    return out
+
+
+def trade_keys(frame) -> set:
+    if frame.empty:
+        return set()
+    return set(zip(frame["alert"], frame["symbol"], frame["signal_time"].astype("int64")))
+
+
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(seed=st.integers(0, 3), rules=st.lists(conditions(), min_size=1, max_size=3),
-       layout=LAYOUTS, trade=st.booleans())
-def test_any_layout_agrees_with_one_unsplit_cluster(bars_by_seed, seed, rules, layout, trade):
+@given(seed=st.integers(0, N_BAR_SETS - 1), data=st.data(),
+       rules=st.lists(conditions(), min_size=1, max_size=3), layout=LAYOUTS)
+def test_any_layout_agrees_with_one_unsplit_cluster(bars_by_seed, seed, data, rules, layout):
     bars = bars_by_seed(seed)
-    # 1. Candidates (no state): equal, except on near ties of a compared value.
-    stateless = {"name": "prop", "data": {"path": "<frame>"},
-                 "alerts": [{"name": f"a{i}", "when": r} for i, r in enumerate(rules)]}
-    whole = backtester.run({**stateless, "schedule": {"cluster_by": {"count": 1}}}, bars=bars,
+    specs = data.draw(alert_specs(len(rules)))
+    # 1. Without state, each candidate stands alone: events may differ only on near ties of
+    #    a compared value; the events (forward returns, trades) both layouts have must agree,
+    #    except trades held over a near tie of their exit rule.
+    whole = backtester.run(config(rules, {"count": 1}, specs, state=False), bars=bars,
                            write=False)
-    split = backtester.run({**stateless, "schedule": {"cluster_by": layout}}, bars=bars,
-                           write=False)
-    differing = event_keys(whole.alerts) ^ event_keys(split.alerts)
-    if differing:
-        prep = backtester.prepare({**stateless, "schedule": {"cluster_by": {"count": 1}}},
-                                  bars=bars)
-        assert differing <= near_tie_events(prep, differing), sorted(differing)[:5]
-        return
-    # 2. No near ties flipped: then state (cooldown, once per day), forward returns and
-    #    trades must agree too, across cluster boundaries.
-    whole = backtester.run(config(rules, {"count": 1}, trade=trade), bars=bars, write=False)
-    split = backtester.run(config(rules, layout, trade=trade), bars=bars, write=False)
+    split = backtester.run(config(rules, layout, specs, state=False), bars=bars, write=False)
     assert len(split.layout.clusters) >= len(whole.layout.clusters)
+    differing = event_keys(whole.alerts) ^ event_keys(split.alerts)
+    fragile: set = set()
+    if differing or any(s["trade"] and s["trade"].get("exit_when") for s in specs):
+        prep = backtester.prepare(config(rules, {"count": 1}, specs, state=False), bars=bars)
+        tie_events, exit_ties = near_ties(prep)
+        assert differing <= tie_events, sorted(differing)[:5]
+        fragile = fragile_trades(whole.trades, exit_ties, bars) | \
+            fragile_trades(split.trades, exit_ties, bars)
+    assert_rows_agree(whole.alerts, split.alerts, EVENT_KEYS)
+    assert_rows_agree(whole.forward, split.forward, EVENT_KEYS)
+    flipped = {(a, s, t) for s, t, a in differing}
+    robust = {k: f[[key not in fragile for key in zip(f["alert"], f["symbol"],
+                                                       f["signal_time"].astype("int64"))]]
+              if not f.empty else f for k, f in (("whole", whole.trades), ("split", split.trades))}
+    assert trade_keys(robust["whole"]) ^ trade_keys(robust["split"]) <= flipped
+    assert_rows_agree(robust["whole"], robust["split"], TRADE_KEYS, TRADE_EXACT)
+    if differing or fragile:
+        return
+    # 2. No near tie flipped anything: then state (cooldown, once per day, one position at a
+    #    time) must agree too, across cluster boundaries.
+    whole = backtester.run(config(rules, {"count": 1}, specs), bars=bars, write=False)
+    split = backtester.run(config(rules, layout, specs), bars=bars, write=False)
     assert_same_events_within_tolerance(whole, split)
 
 
 @settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(seed=st.integers(0, 3), rules=st.lists(conditions(), min_size=1, max_size=3),
-       layout=LAYOUTS, backend=st.sampled_from(["threading", "loky"]))
-def test_every_backend_is_bit_identical_to_sequential(bars_by_seed, seed, rules, layout, backend):
+@given(seed=st.integers(0, N_BAR_SETS - 1), data=st.data(),
+       rules=st.lists(conditions(), min_size=1, max_size=3), layout=LAYOUTS,
+       backend=st.sampled_from(["threading", "loky", "multiprocessing"]))
+def test_every_backend_is_bit_identical_to_sequential(bars_by_seed, seed, data, rules, layout,
+                                                      backend):
     bars = bars_by_seed(seed)
-    seq = backtester.run(config(rules, layout, trade=True), bars=bars, write=False)
-    par = backtester.run(config(rules, layout, backend, trade=True), bars=bars, write=False)
+    specs = data.draw(alert_specs(len(rules)))
+    seq = backtester.run(config(rules, layout, specs), bars=bars, write=False)
+    par = backtester.run(config(rules, layout, specs, backend), bars=bars, write=False)
+    assert len(par.layout.clusters) == len(seq.layout.clusters)
     for a, b in ((seq.alerts, par.alerts), (seq.forward, par.forward), (seq.trades, par.trades)):
         assert a.equals(b)
 
@@ -204,6 +322,24 @@ def test_every_backend_is_bit_identical_to_sequential(bars_by_seed, seed, rules,
 def test_random_rules_do_fire_on_random_bars(bars_by_seed):
     """Guards the properties above against passing vacuously on empty results."""
     bars = bars_by_seed(0)
-    result = backtester.run(config(["rsi(14) < 30", "crosses_above(close, vwap)"], "day",
-                                   trade=True), bars=bars, write=False)
+    trade = {"take_profit": "0.4%", "stop_loss": "0.3%", "max_bars": 25, "session_close": True}
+    specs = [{"forward": [3, "30min", "eod"], "trade": trade}] * 2
+    result = backtester.run(config(["rsi(14) < 30", "crosses_above(close, vwap)"], "day", specs),
+                            bars=bars, write=False)
     assert len(result.alerts) > 50 and len(result.trades) > 20
+    assert result.forward["complete_30min"].mean() > 0.9
+
+
+@pytest.mark.parametrize("seed", range(N_BAR_SETS))
+def test_every_bar_set_splits_cleanly_on_a_fixed_rule(bars_by_seed, seed):
+    """Each generated bar set, one fixed rule with a trailing-stop trade and every horizon kind,
+    cut by day and in 7-bar clusters (many ending mid-session): equal to one cluster."""
+    bars = bars_by_seed(seed)
+    trade = {"side": "short", "stop_loss": "1atr", "trailing_stop": "0.3%", "max_bars": 40,
+             "exit_when": "rsi(14) < 40", "session_close": True}
+    specs = [{"forward": [5, "30min", "eod"], "trade": trade}]
+    whole = backtester.run(config(["rsi(14) > 60"], {"count": 1}, specs), bars=bars, write=False)
+    assert len(whole.alerts) > 10
+    for layout in ("day", {"bars": 7}):
+        split = backtester.run(config(["rsi(14) > 60"], layout, specs), bars=bars, write=False)
+        assert_same_events_within_tolerance(whole, split)
