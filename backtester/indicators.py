@@ -10,28 +10,37 @@ equals (the test oracle). Nothing here loops over bars in Python.
 Promises `compute` keeps for every indicator:
 
 - **Shape.** Outputs are float64, as long as the inputs; bars before the first value are NaN.
-- **Lookback.** `lookback_bars(name, **params)` bars precede the first value (of every output)
-  on finite input.
-- **Warm-up.** `warmup(name, **params)` returns `(bars, sessions)`. Computed on a slice that
-  starts that many bars (or: at the start of the session `sessions - 1` sessions) before a
-  bar, the value at that bar equals the one of a pass over the whole series within 1e-9
-  relative. For recursive indicators (EMA, Wilder smoothing) the bars are the lookback plus
-  the bars after which the starting value weighs < 1e-12 (`bars_until_weight_below`), plus
-  `FLAT_STRETCH_BARS` (60): bars where the smoothed input is 0 (a flat stretch: no gains, zero
-  true range) shrink the value as fast as the start's error, so they do not count towards
-  the decay. A longer run of such bars inside the warm-up loosens agreement (the error stays
-  what it was when the run began); values then still agree within 1e-9 of their scale.
+- **Lookback.** `lookback(name, **params)` returns `(bars, sessions)`: on finite input that many
+  bars (or whole sessions, for relative_volume) precede the first value of every output.
+- **Warm-up.** `warmup(name, **params)` returns `(bars, sessions)`. A slice that reads back that
+  many *counted* bars (or: to the start of the session `sessions - 1` sessions before) before a
+  bar gives, at that bar, the value of a pass over the whole series within 1e-9 relative (of
+  the value, or of the series' scale near 0); `warmup_starts` finds where such a slice begins.
+  For recursive indicators the bars are the lookback plus the bars after which the starting
+  value weighs < 1e-12 (`bars_until_weight_below`). A bar counts unless the indicator names
+  the bars that carry information for it (`settles_on`): Wilder ratios (rsi, stochrsi: the
+  source moved; atr, natr: a true range above 0; adx: directional movement) keep their
+  relative start error through bars without such information, since the smoothed quantities
+  and their errors then shrink alike, so only informative bars count towards the decay.
+  See `warmup_starts` for what this guarantees and where it stops.
 - **Non-finite input (NaN policy).** TA-Lib skips leading NaNs but one NaN or inf in the middle
   poisons every later value. We compute per finite run instead: a bar where any input is NaN or
   inf gives NaN, and the indicator restarts after it (its lookback applies again). Runs no
-  longer than the lookback give no values. All-finite input (the common case) is one kernel
-  call; otherwise one call per run. Session-anchored indicators (vwap, relative_volume) and
-  cumulative ones (obv) instead skip the bad bar (NaN there, no contribution) and carry on.
+  longer than the lookback give no values and cost nothing. All-finite input (the common case)
+  is one kernel call, and inputs the caller vouches for (`known_finite`, the bar fields) are not
+  even scanned. Indicators whose value is computed from the last `lookback + 1` bars alone
+  (`stateless_window`) take one call on the series with bad bars filled, then mask the bars
+  whose window touches one; the others take one call per run longer than the lookback.
+  Session-anchored indicators (vwap, relative_volume) and cumulative ones (obv) instead skip
+  the bad bar (NaN there, no contribution) and carry on.
 - **Cumulative indicators** (`cumulative=True`, obv) depend on the whole history. For any r
   with finite input at r, ``compute(x[r:]) - compute(x[r:])[0] == compute(x)[r:] -
   compute(x)[r]``, exactly for integer volumes, so the pipeline anchors them at the first bar of
   the data and adds a per-cluster offset resolved in the parent (local totals, an exclusive
   prefix sum); their warm-up is 0.
+- **TA-Lib's globals.** Its unstable periods and compatibility mode must stay at their defaults
+  (0, TA-Lib's own): the lookbacks, warm-ups and conventions here assume them. Importing this
+  module checks them and refuses to run with others.
 
 For example:
 
@@ -40,7 +49,7 @@ For example:
 >>> compute("sma", close, period=3)[:4].round(4).tolist()
 [nan, nan, 100.0251, 100.0501]
 >>> warmup("rsi", period=14)
-(447, 0)
+(387, 0)
 """
 
 from __future__ import annotations
@@ -56,15 +65,32 @@ from numba import njit
 
 __all__ = [
     "REGISTRY", "Indicator", "Param", "Sessions", "bars_until_weight_below", "bind_params",
-    "compute", "get", "lookback_bars", "register", "render_docs", "talib_version", "warmup",
-    "warmup_bars",
+    "compute", "derive", "get", "informative_bars", "lookback", "lookback_bars", "register",
+    "render_docs", "talib_version", "warmup", "warmup_bars", "warmup_starts",
 ]
 
 MAX_PERIOD = 100_000  # TA-Lib's own upper bound for every period parameter
 WEIGHT_TOLERANCE = 1e-12  # a recursive indicator is warm once its start weighs less than this
-FLAT_STRETCH_BARS = 60  # allowance for bars without movement inside a warm-up (one hour of 1-min)
 PRICE_FIELDS = ("open", "high", "low", "close", "volume", "hl2", "hlc3", "ohlc4")
 INTEGER_FIELDS = ("session", "minute_of_day")
+
+
+def _check_talib_globals() -> None:
+    """Refuse to run on TA-Lib globals other than its defaults: a non-zero unstable period or
+    the Metastock compatibility mode change RSI, EMA, ATR and ADX outputs and lookbacks."""
+    unstable = {name: talib.get_unstable_period(name)
+                for name in ("ADX", "ATR", "DX", "EMA", "MINUS_DI", "MINUS_DM", "NATR",
+                             "PLUS_DI", "PLUS_DM", "RSI")}
+    changed = {name: value for name, value in unstable.items() if value != 0}
+    if changed or talib.get_compatibility() != 0:
+        raise ImportError(
+            f"backtester.indicators: TA-Lib globals changed (unstable periods {changed}, "
+            f"compatibility {talib.get_compatibility()}); our lookbacks and warm-ups assume "
+            f"TA-Lib's defaults (call talib.set_unstable_period('ALL', 0) and "
+            f"talib.set_compatibility(0) first)")
+
+
+_check_talib_globals()
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +111,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Sessions:
-    """A warm-up measured in exchange sessions: `count` sessions including the current one."""
+    """A span measured in exchange sessions. As a warm-up: `count` sessions including the
+    current one. As a lookback: `count` whole sessions before the session of the first value."""
 
     count: int
 
@@ -95,9 +122,18 @@ class Indicator:
     """What the expression layer and the planner need to know about one indicator.
 
     `kernel(*arrays, **params)` gets one float64 (or int64 for `session`/`minute_of_day`) array
-    per name in `inputs`, in order, and returns one array or a tuple in the order of `outputs`.
-    `lookback(**params)` and `warmup(**params)` take the bound parameters. With `source=True`
-    a rule may pass its own series in place of `inputs[0]` (``sma(high, 20)``).
+    per name in `inputs`, in order, and returns one array or a tuple: the `outputs` that are not
+    `derived`, in order. `derived` maps the remaining outputs, in order, to functions of
+    ``(*inputs, *kernel_outputs)`` computed only when asked for. `lookback(**params)` and
+    `warmup(**params)` take the bound parameters and return bars or `Sessions`. With
+    `source=True` a rule may pass its own series in place of `inputs[0]` (``sma(high, 20)``).
+
+    `earliest_lookback(**params)`, where one output starts before the others (adx's +DI and
+    -DI), is the bars before that first one; runs of finite input no longer than it give no
+    values and are skipped. `settles_on(*inputs)`, for recursive ratios, is a bool mask of the bars that shrink the
+    relative error of the indicator's starting value; its warm-up is counted in those bars
+    (see `warmup_starts`). `stateless_window` says the value at a bar is an exact function of
+    that bar and the `lookback` bars before it (no running sums, no recursion).
     """
 
     name: str
@@ -105,13 +141,22 @@ class Indicator:
     inputs: tuple[str, ...]
     params: tuple[Param, ...]
     outputs: tuple[str, ...] = ()
-    lookback: Callable[..., int]
+    derived: tuple[tuple[str, Callable[..., np.ndarray]], ...] = ()
+    lookback: Callable[..., int | Sessions]
+    earliest_lookback: Callable[..., int] | None = None
     warmup: Callable[..., int | Sessions]
+    settles_on: Callable[..., np.ndarray] | None = None
+    stateless_window: bool = False
     source: bool = False
     cumulative: bool = False
     releases_gil: bool = True
     summary: str = ""
     convention: str = ""
+
+    @property
+    def kernel_outputs(self) -> tuple[str, ...]:
+        """The outputs the kernel itself returns (all but the `derived` ones)."""
+        return self.outputs[: len(self.outputs) - len(self.derived)]
 
 
 REGISTRY: dict[str, Indicator] = {}
@@ -198,14 +243,28 @@ def bind_params(name: str, args: Sequence[float],
     return bound
 
 
+def lookback(name: str, **params) -> tuple[int, int]:
+    """`(bars, sessions)` before the first value of every output of `name`, on finite input;
+    one of the two is 0.
+
+    >>> lookback("rsi", period=14), lookback("relative_volume", sessions=5)
+    ((14, 0), (0, 5))
+    """
+    need = get(name).lookback(**bind_params(name, (), params))
+    if isinstance(need, Sessions):
+        return 0, int(need.count)
+    return int(need), 0
+
+
 def lookback_bars(name: str, **params) -> int:
-    """Bars before the first value of every output of `name`, on finite input."""
-    return int(get(name).lookback(**bind_params(name, (), params)))
+    """The bar part of `lookback(name, **params)`."""
+    return lookback(name, **params)[0]
 
 
 def warmup(name: str, **params) -> tuple[int, int]:
     """`(bars, sessions)` of history a slice needs before a bar so that the value at that bar
-    equals the unsplit pass within 1e-9 relative; one of the two is 0.
+    equals the unsplit pass within 1e-9 relative; one of the two is 0. The bars are counted in
+    `informative_bars` (see `warmup_starts`).
 
     >>> warmup("vwap")
     (0, 1)
@@ -221,6 +280,69 @@ def warmup(name: str, **params) -> tuple[int, int]:
 def warmup_bars(name: str, **params) -> int:
     """The bar part of `warmup(name, **params)`."""
     return warmup(name, **params)[0]
+
+
+def informative_bars(name: str, *inputs: np.ndarray) -> np.ndarray | None:
+    """The bars that count towards `name`'s warm-up, given its inputs as for `compute` (a
+    source in place of the first): a bool mask, or None when every bar counts. For example:
+
+    >>> informative_bars("rsi", np.array([1.0, 1.0, 2.0, 2.0, np.nan, 3.0])).tolist()
+    [False, False, True, False, False, False]
+    """
+    indicator = get(name)
+    if indicator.settles_on is None:
+        return None
+    return indicator.settles_on(*(_as_input(a, f) for a, f in zip(inputs, indicator.inputs)))
+
+
+def warmup_starts(starts: np.ndarray, bars: int, sessions: int, session: np.ndarray,
+                  informative: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """For each of `starts`, the first bar a slice must read so that its values from that start
+    on agree with one unsplit pass (DESIGN.md invariant 3), given the summed warm-up `(bars,
+    sessions)` of what it computes and the `informative_bars` masks of the recursive ratios
+    among it. The scheduler and the split-invariance tests both size halos with it.
+
+    It reads back `bars` bars, then to the start of the session `sessions - 1` sessions
+    earlier, then `bars` bars again. With masks, each bar step reaches back until it has passed
+    `bars` informative bars of every mask: never fewer bars than plain counting. One cumulative
+    count per mask and a binary search: O(n + len(starts) log n). For example:
+
+    >>> moved = np.array([False, True, True, False, False, True])
+    >>> warmup_starts(np.array([5]), 2, 0, np.zeros(6, np.int64), [moved]).tolist()
+    [1]
+
+    Why informative bars: a Wilder average keeps `decay` of itself per bar and adds `1 - decay`
+    of its input; the error of its starting value keeps `decay` per bar too. On a bar where the
+    input is 0 both shrink alike, so the error relative to the value stays; a bar with positive
+    input shrinks it. After k bars with positive input the relative error is therefore at most
+    what it is on the series with the other bars removed, where k >= the declared bars make
+    the start weigh < 1e-12 (the 1e-9 promise leaves a factor 1000 for the seed's own size).
+    That is exact when the mask marks bars whose smoothed input is positive, which is what each
+    `settles_on` states: rsi and stochrsi, a change of the source (gain + loss, whose average
+    divides RSI); atr and natr, a true range > 0 (any close change makes one); adx, +DM or -DM
+    > 0 (DX divides by their sum, +DI and -DI by the ATR, also positive on such bars). EMA,
+    DEMA, TEMA and MACD decay towards the price, not 0, so every bar counts for them; non-
+    recursive indicators read a fixed window, and every bar counts for them too.
+
+    What is not covered: the scheduler builds the masks from bar fields, so a recursive ratio
+    over a derived source (``rsi(sma(close, 5), 14)``, ``rsi(obv)``) is counted in the moves of
+    the bar field it reads by default, and a derived series can stay flat while prices move.
+    A stretch of m such bars inside the warm-up leaves the agreement at what m fewer bars give.
+    """
+    counts = [np.cumsum(mask, dtype=np.int64) for mask in informative]
+
+    def back(at: np.ndarray) -> np.ndarray:
+        first = np.maximum(at - bars, 0)
+        for count in counts:
+            found = np.searchsorted(count, count[at] - bars, side="right") - 1
+            first = np.minimum(first, np.maximum(found, 0))
+        return first
+
+    first = back(np.asarray(starts, dtype=np.int64))
+    if sessions > 0 and first.size:
+        first = np.searchsorted(session, session[first] - (sessions - 1), side="left")
+        first = back(first.astype(np.int64))
+    return first.astype(np.int64)
 
 
 @lru_cache(maxsize=1024)
@@ -281,34 +403,78 @@ def talib_version() -> str:
 # compute: input checks and the NaN policy around the kernels
 
 
-def compute(name: str, *inputs: np.ndarray, **params) -> np.ndarray | tuple[np.ndarray, ...]:
+def compute(name: str, *inputs: np.ndarray, known_finite: bool | Sequence[bool] = False,
+            outputs: Sequence[str] | None = None, **params):
     """Evaluate indicator `name` on `inputs` (one array per name in its `inputs`, the first one
     replaced by a source series where the rule gives one) with `params` (defaults filled in).
 
     Returns a float64 array as long as the inputs, or a tuple in the order of `outputs`. Non-
-    finite inputs follow the module's NaN policy. For example:
+    finite inputs follow the module's NaN policy. `known_finite` (one flag, or one per input)
+    marks inputs the caller knows to be finite, such as bar fields (`bars` rejects non-finite
+    OHLCV): they are not scanned, which matters next to ~1 ns/bar TA-Lib kernels; flagging an
+    input that is not finite lets TA-Lib poison every value after its first bad bar. `outputs`
+    names the outputs wanted: the kernel's own are always computed, the `derived` ones (bbands'
+    percent_b, bandwidth) only when named, and the result is a dict by name. For example:
 
     >>> compute("momentum", np.array([1.0, 2.0, 4.0, 7.0]), period=2).tolist()
     [nan, nan, 3.0, 5.0]
+    >>> sorted(compute("bbands", np.arange(30.0), outputs=["upper"]))
+    ['lower', 'middle', 'upper']
     """
     indicator = get(name)
     bound = bind_params(name, (), params)
     if len(inputs) != len(indicator.inputs):
         raise ValueError(f"{name} takes {len(indicator.inputs)} input series "
                          f"({', '.join(indicator.inputs)}), got {len(inputs)}")
+    if outputs is not None:
+        unknown = [o for o in outputs if o not in indicator.outputs]
+        if unknown or not indicator.outputs:
+            raise ValueError(f"{name} has no output {unknown[0] if unknown else outputs[0]!r} "
+                             f"(outputs: {', '.join(indicator.outputs) or 'one, unnamed'})")
     arrays = [_as_input(array, field) for array, field in zip(inputs, indicator.inputs)]
+    known = ((bool(known_finite),) * len(arrays) if isinstance(known_finite, (bool, np.bool_))
+             else tuple(bool(k) for k in known_finite))
+    if len(known) != len(arrays):
+        raise ValueError(f"{name}: known_finite needs one flag per input ({len(arrays)}), "
+                         f"got {len(known)}")
     length = arrays[0].shape[0] if arrays else 0
     if any(a.shape[0] != length for a in arrays):
         raise ValueError(f"{name}: input series differ in length: "
                          f"{[a.shape[0] for a in arrays]}")
     if length == 0:
-        empty = np.empty(0)
-        return tuple(empty.copy() for _ in indicator.outputs) if indicator.outputs else empty
-    if any(field in INTEGER_FIELDS for field in indicator.inputs):
-        return indicator.kernel(*arrays, **bound)  # session kernels skip bad bars themselves
-    if indicator.cumulative:
-        return _compute_skipping_bad_bars(indicator, arrays, bound)
-    return _compute_per_finite_run(indicator, arrays, bound)
+        result = tuple(np.empty(0) for _ in indicator.kernel_outputs) or np.empty(0)
+    elif any(field in INTEGER_FIELDS for field in indicator.inputs):
+        result = indicator.kernel(*arrays, **bound)  # session kernels skip bad bars themselves
+    elif indicator.cumulative:
+        result = _compute_skipping_bad_bars(indicator, arrays, bound, known)
+    else:
+        result = _compute_per_finite_run(indicator, arrays, bound, known)
+    if not indicator.outputs:
+        return result
+    values = dict(zip(indicator.kernel_outputs, result))
+    for output, function in indicator.derived:
+        if outputs is None or output in outputs:
+            values[output] = function(*arrays, *result)
+    return tuple(values[o] for o in indicator.outputs) if outputs is None else values
+
+
+def derive(name: str, output: str, inputs: Sequence[np.ndarray],
+           kernel_outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Derived `output` of `name` from its `inputs` and the kernel's outputs of an earlier
+    `compute`, without running the kernel again. For example:
+
+    >>> close = np.arange(30.0)
+    >>> bands = compute("bbands", close, outputs=["upper"])
+    >>> float(derive("bbands", "percent_b", [close], bands)[-1])
+    0.9118772355239569
+    """
+    indicator = get(name)
+    functions = dict(indicator.derived)
+    if output not in functions:
+        raise ValueError(f"{name}.{output} is not a derived output "
+                         f"(derived: {', '.join(functions) or 'none'})")
+    arrays = [_as_input(array, field) for array, field in zip(inputs, indicator.inputs)]
+    return functions[output](*arrays, *(kernel_outputs[o] for o in indicator.kernel_outputs))
 
 
 def _as_input(array: np.ndarray, field: str) -> np.ndarray:
@@ -319,65 +485,65 @@ def _as_input(array: np.ndarray, field: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def _finite_mask(arrays: list[np.ndarray]) -> np.ndarray | None:
-    """None when every value of every array is finite (one cheap pass each), else the mask."""
-    if all(_all_finite_nb(a) for a in arrays):
+def _finite_mask(arrays: list[np.ndarray], known: Sequence[bool]) -> np.ndarray | None:
+    """None when every value of every array not `known` finite is finite (one cheap pass each,
+    none for known ones), else the mask of bars where all are."""
+    unknown = [a for a, k in zip(arrays, known) if not k]
+    if all(_all_finite_nb(a) for a in unknown):
         return None
-    mask = np.isfinite(arrays[0])
-    for array in arrays[1:]:
+    mask = np.isfinite(unknown[0])
+    for array in unknown[1:]:
         mask &= np.isfinite(array)
     return mask
 
 
-def _nan_like(result, length: int):
-    if isinstance(result, tuple):
-        return tuple(np.full(length, np.nan) for _ in result)
-    return np.full(length, np.nan)
+def _kernel_lookback(indicator: Indicator, bound: dict) -> int:
+    """Bars before the first value of the output that starts first."""
+    need = (indicator.earliest_lookback or indicator.lookback)(**bound)
+    return 0 if isinstance(need, Sessions) else int(need)
 
 
-def _compute_per_finite_run(indicator: Indicator, arrays: list[np.ndarray], bound: dict):
-    mask = _finite_mask(arrays)
+def _compute_per_finite_run(indicator: Indicator, arrays: list[np.ndarray], bound: dict,
+                            known: Sequence[bool]):
+    mask = _finite_mask(arrays, known)
     if mask is None:
         return indicator.kernel(*arrays, **bound)
+    lookback = _kernel_lookback(indicator, bound)
+    if indicator.stateless_window:
+        # Same values as per run: each value reads only its own window, and windows that
+        # touch a bad bar are masked. One kernel call, however many runs.
+        filled = [np.where(mask, a, 0.0) for a in arrays]
+        result = indicator.kernel(*filled, **bound)
+        for values in (result if isinstance(result, tuple) else (result,)):
+            _nan_within_window_of_bad_nb(values, mask, lookback)
+        return result
     length = arrays[0].shape[0]
-    edges = np.flatnonzero(np.diff(mask.astype(np.int8), prepend=0, append=0))
+    edges = np.flatnonzero(np.diff(mask.view(np.int8), prepend=0, append=0))
     starts, ends = edges[::2], edges[1::2]
-    lookback = int(indicator.lookback(**bound))
-    out = None
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        if end - start <= lookback:
-            continue
+    productive = (ends - starts) > lookback  # shorter runs give only NaN: no call at all
+    count = max(1, len(indicator.kernel_outputs))
+    out = tuple(np.full(length, np.nan) for _ in range(count))
+    for start, end in zip(starts[productive].tolist(), ends[productive].tolist()):
         part = indicator.kernel(*(a[start:end] for a in arrays), **bound)
-        if out is None:
-            out = _nan_like(part, length)
-        if isinstance(part, tuple):
-            for target, values in zip(out, part):
-                target[start:end] = values
-        else:
-            out[start:end] = part
-    if out is None:
-        out = (tuple(np.full(length, np.nan) for _ in indicator.outputs)
-               if indicator.outputs else np.full(length, np.nan))
-    return out
+        for target, values in zip(out, part if count > 1 else (part,)):
+            target[start:end] = values
+    return out if indicator.kernel_outputs else out[0]
 
 
-def _compute_skipping_bad_bars(indicator: Indicator, arrays: list[np.ndarray], bound: dict):
-    mask = _finite_mask(arrays)
+def _compute_skipping_bad_bars(indicator: Indicator, arrays: list[np.ndarray], bound: dict,
+                               known: Sequence[bool]):
+    mask = _finite_mask(arrays, known)
     if mask is None:
         return indicator.kernel(*arrays, **bound)
     keep = np.flatnonzero(mask)
     length = arrays[0].shape[0]
-    if keep.size == 0:
-        return _nan_like(tuple(indicator.outputs), length) if indicator.outputs \
-            else np.full(length, np.nan)
-    part = indicator.kernel(*(a[keep] for a in arrays), **bound)
-    out = _nan_like(part, length)
-    if isinstance(part, tuple):
-        for target, values in zip(out, part):
+    count = max(1, len(indicator.kernel_outputs))
+    out = tuple(np.full(length, np.nan) for _ in range(count))
+    if keep.size:
+        part = indicator.kernel(*(a[keep] for a in arrays), **bound)
+        for target, values in zip(out, part if count > 1 else (part,)):
             target[keep] = values
-    else:
-        out[keep] = part
-    return out
+    return out if indicator.kernel_outputs else out[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,62 +595,184 @@ def relative_volume_1d_nb(volume: np.ndarray, session: np.ndarray, minute_of_day
     (session indices s-sessions .. s-1, those that have a bar at that minute). NaN while the
     input does not reach back `sessions` sessions, where no earlier bar at that minute exists
     or their mean is 0, and at non-finite volumes (which are not remembered). Equivalent to
-    pivoting volume to (session x minute), ``.rolling(sessions, min_periods=1).mean().shift(1)``
-    over the full session range, and dividing each bar's volume by its cell."""
+    ``volume / usual`` looked up at each bar's (session, minute) cell, with ``usual =
+    volume.groupby([session, minute]).sum().unstack().reindex(every session index)
+    .rolling(sessions, min_periods=1).mean().shift(1)``.
+
+    Keeps, per minute of day, the window's running volume total and session counts: a session
+    enters as its bars are read and leaves in one more pass over its bars, so a bar costs O(1)
+    whatever `sessions` is. Volumes are >= 0 (bars are validated), so totals do not cancel;
+    they are exact for integer volumes, and otherwise re-added from scratch once per
+    `sessions + 1` sessions, which bounds their rounding."""
     n = volume.size
     out = np.full(n, np.nan)
     if n == 0:
         return out
-    empty = np.iinfo(np.int64).min
-    seen_session = np.full((1440, sessions), empty, dtype=np.int64)
-    seen_volume = np.zeros((1440, sessions))
-    first = session[0]
+    repeats = 0   # bars at or before the previous bar's minute in one session
+    fraction = 0.0
+    low = high = minute_of_day[0]
     for i in range(n):
-        s = session[i]
-        minute = minute_of_day[i]
-        if minute < 0 or minute >= 1440:
-            minute %= 1440
-        v = volume[i]
-        finite = np.isfinite(v)
-        if finite and s - sessions >= first:
-            total = 0.0
-            count = 0
-            # Slots are fixed by the absolute session index (s % sessions), so the order of
-            # this sum does not depend on where the input starts.
-            for slot in range(sessions):
-                earlier = seen_session[minute, slot]
-                if earlier >= s - sessions and earlier < s:
-                    total += seen_volume[minute, slot]
-                    count += 1
-            if count > 0 and total != 0.0:
-                out[i] = v / (total / count)
-        if finite:
-            slot = s % sessions
-            if seen_session[minute, slot] == s:
-                seen_volume[minute, slot] += v
-            else:
-                seen_session[minute, slot] = s
-                seen_volume[minute, slot] = v
+        if np.isfinite(volume[i]):
+            fraction += volume[i] - np.floor(volume[i])
+        low = min(low, minute_of_day[i])
+        high = max(high, minute_of_day[i])
+        if i > 0:
+            repeats += session[i] == session[i - 1] and minute_of_day[i] <= minute_of_day[i - 1]
+    in_range = low >= 0 and high < 1440
+    minute = minute_of_day if in_range else minute_of_day % 1440
+    regular = repeats == 0 and in_range  # one bar per (session, minute)
+    window = np.zeros((1440, 3))  # per minute: volume total, sessions, sessions with volume
+    # The last session counted at each minute: added, added with volume, removed, removed ...
+    marks = np.full((4, 1440), np.iinfo(np.int64).min, dtype=np.int64)
+    capacity = sessions + 1  # sessions in the window, and the current one
+    queue = np.empty((capacity, 3), dtype=np.int64)  # session, first bar, end bar
+    oldest = size = laps = 0
+    first = session[0]
+    end = 0
+    while end < n:
+        start = end
+        s = session[start]
+        while end < n and session[end] == s:
+            end += 1
+        while size > 0 and queue[oldest, 0] < s - sessions:
+            _relative_volume_count_nb(volume, minute, queue[oldest, 1], queue[oldest, 2],
+                                      queue[oldest, 0], -1.0, regular, window, marks[2],
+                                      marks[3])
+            oldest = oldest + 1 if oldest + 1 < capacity else 0
+            size -= 1
+        laps += 1
+        if fraction != 0.0 and laps % capacity == 0:
+            for k in range(size):
+                q = (oldest + k) % capacity
+                for i in range(queue[q, 1], queue[q, 2]):
+                    window[minute[i], 0] = 0.0
+            for k in range(size):
+                q = (oldest + k) % capacity
+                for i in range(queue[q, 1], queue[q, 2]):
+                    if np.isfinite(volume[i]):
+                        window[minute[i], 0] += volume[i]
+        emit = s - sessions >= first
+        if regular:  # the session's own bars never share a minute: add each once read
+            for i in range(start, end):
+                v = volume[i]
+                if np.isfinite(v):
+                    m = minute[i]
+                    if emit and window[m, 2] > 0.0:
+                        out[i] = v * window[m, 1] / window[m, 0]
+                    window[m, 0] += v
+                    window[m, 1] += 1.0
+                    window[m, 2] += 1.0 if v > 0.0 else 0.0
+        else:
+            for i in range(start, end):
+                m = minute[i]
+                if emit and window[m, 2] > 0.0 and np.isfinite(volume[i]):
+                    out[i] = volume[i] * window[m, 1] / window[m, 0]
+            _relative_volume_count_nb(volume, minute, start, end, s, 1.0, regular, window,
+                                      marks[0], marks[1])
+        newest = oldest + size if oldest + size < capacity else oldest + size - capacity
+        queue[newest, 0], queue[newest, 1], queue[newest, 2] = s, start, end
+        size += 1
     return out
 
 
-def band_position(close: np.ndarray, upper: np.ndarray, middle: np.ndarray,
-                  lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """%B ``(close - lower) / (upper - lower)`` and bandwidth ``(upper - lower) / middle``, NaN
-    where the divisor is 0. NumPy ufuncs (they release the GIL; measured faster than a numba
-    loop here)."""
-    width = upper - lower
-    with np.errstate(divide="ignore", invalid="ignore"):
-        percent_b = (close - lower) / width
-        bandwidth = width / middle
-    percent_b[width == 0.0] = np.nan
-    bandwidth[middle == 0.0] = np.nan
-    return percent_b, bandwidth
+@njit(cache=True, nogil=True)
+def _relative_volume_count_nb(volume, minute, start, end, s, sign, regular, window, counted,
+                              counted_volume) -> None:
+    """Add (`sign` 1) or remove (-1) the bars `[start, end)` of session `s`; with several bars
+    at one minute (`regular` False) the session counts once there."""
+    if regular:
+        for i in range(start, end):
+            v = volume[i]
+            if np.isfinite(v):
+                m = minute[i]
+                window[m, 0] += sign * v
+                window[m, 1] += sign
+                window[m, 2] += sign if v > 0.0 else 0.0
+        return
+    for i in range(start, end):
+        v = volume[i]
+        if not np.isfinite(v):
+            continue
+        m = minute[i]
+        window[m, 0] += sign * v
+        if counted[m] != s:
+            counted[m] = s
+            window[m, 1] += sign
+        if v > 0.0 and counted_volume[m] != s:
+            counted_volume[m] = s
+            window[m, 2] += sign
+
+
+@njit(cache=True, nogil=True)
+def percent_b_1d_nb(close: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """%B of Bollinger bands, NaN where the bands meet. Equivalent to
+    ``(close - lower) / (upper - lower).where(upper != lower)``."""
+    n = close.size
+    out = np.empty(n)
+    for i in range(n):
+        width = upper[i] - lower[i]
+        out[i] = (close[i] - lower[i]) / width if width != 0.0 else np.nan
+    return out
+
+
+@njit(cache=True, nogil=True)
+def bandwidth_1d_nb(upper: np.ndarray, middle: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Bollinger bandwidth as a ratio, NaN where the middle band is 0. Equivalent to
+    ``(upper - lower) / middle.where(middle != 0)``."""
+    n = upper.size
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = (upper[i] - lower[i]) / middle[i] if middle[i] != 0.0 else np.nan
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _nan_within_window_of_bad_nb(values: np.ndarray, finite: np.ndarray, lookback: int) -> None:
+    """In place: NaN at each bar where `finite` is False and the `lookback` bars after it, the
+    bars whose window of `lookback + 1` bars holds a bad one."""
+    since_bad = lookback + 1
+    for i in range(values.size):
+        since_bad = 0 if not finite[i] else min(since_bad + 1, lookback + 1)
+        if since_bad <= lookback:
+            values[i] = np.nan
+
+
+def _moves(values: np.ndarray, *_: np.ndarray) -> np.ndarray:
+    """Bars whose value differs from the previous bar's (both finite): where a Wilder average
+    of gains and losses gets a positive input."""
+    out = np.zeros(values.shape[0], dtype=bool)
+    if values.shape[0] > 1:
+        with np.errstate(invalid="ignore"):
+            change = np.diff(values)
+        out[1:] = (change != 0.0) & np.isfinite(change)
+    return out
+
+
+def _true_range_positive(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Bars with a true range > 0 (every bar whose close moved has one)."""
+    out = np.zeros(close.shape[0], dtype=bool)
+    if close.shape[0] > 1:
+        previous = close[:-1]
+        with np.errstate(invalid="ignore"):
+            out[1:] = (np.maximum(high[1:], previous) - np.minimum(low[1:], previous)) > 0.0
+    return out
+
+
+def _directional_movement(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Bars with +DM or -DM > 0, as TA-Lib defines them: the larger of the high's rise and the
+    low's fall, when positive and not tied."""
+    out = np.zeros(close.shape[0], dtype=bool)
+    if close.shape[0] > 1:
+        with np.errstate(invalid="ignore"):
+            rise, fall = np.diff(high), -np.diff(low)
+            out[1:] = (np.maximum(rise, fall) > 0.0) & (rise != fall)
+    return out
 
 
 @njit(cache=True, nogil=True)
 def zscore_1d_nb(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(values - mean) / std``, NaN where std is 0 (a flat window)."""
+    """z-score from a rolling mean and standard deviation, NaN where std is 0 (a flat window).
+    Equivalent to ``(values - mean) / std.where(std != 0)``."""
     n = values.size
     out = np.empty(n)
     for i in range(n):
@@ -496,9 +784,11 @@ def zscore_1d_nb(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nd
 @njit(cache=True, nogil=True)
 def stochastic_of_1d_nb(values: np.ndarray, highest: np.ndarray, lowest: np.ndarray,
                         flat_range: float) -> np.ndarray:
-    """``100 * (values - lowest) / (highest - lowest)``, 0 where the range is <= `flat_range`
+    """Stochastic of `values` in its rolling range, 0 where the range is <= `flat_range`
     (TA-Lib gives 0 for an exactly flat window; the tolerance keeps rounding noise of a
-    mathematically flat input from reading as a full swing)."""
+    mathematically flat input from reading as a full swing). Equivalent to
+    ``(100 * (values - lowest) / width).where(width > flat_range, 0).where(width.notna())``
+    with ``width = highest - lowest``."""
     n = values.size
     out = np.empty(n)
     for i in range(n):
@@ -514,9 +804,17 @@ def stochastic_of_1d_nb(values: np.ndarray, highest: np.ndarray, lowest: np.ndar
 
 
 def _talib(*functions: str):
-    """Mark a kernel with the TA-Lib functions it calls (read by the docs and the benchmark)."""
+    """Mark a kernel with the TA-Lib functions it calls (read by the docs, tests, benchmark)."""
     def mark(kernel):
         kernel.talib_functions = functions
+        return kernel
+    return mark
+
+
+def _ours(*kernels: Callable):
+    """Mark a kernel with our own numba kernels it calls (read by the docs, tests, benchmark)."""
+    def mark(kernel):
+        kernel.own_kernels = kernels
         return kernel
     return mark
 
@@ -557,11 +855,17 @@ def _macd(values, fast, slow, signal):
 
 
 @_talib("BBANDS")
+@_ours(percent_b_1d_nb, bandwidth_1d_nb)
 def _bbands(values, period, nbdev):
-    upper, middle, lower = talib.BBANDS(values, timeperiod=period, nbdevup=nbdev,
-                                        nbdevdn=nbdev, matype=0)
-    percent_b, bandwidth = band_position(values, upper, middle, lower)
-    return upper, middle, lower, percent_b, bandwidth
+    return talib.BBANDS(values, timeperiod=period, nbdevup=nbdev, nbdevdn=nbdev, matype=0)
+
+
+def _percent_b(values, upper, middle, lower):
+    return percent_b_1d_nb(values, upper, lower)
+
+
+def _bandwidth(values, upper, middle, lower):
+    return bandwidth_1d_nb(upper, middle, lower)
 
 
 @_talib("ATR")
@@ -589,6 +893,7 @@ STOCHRSI_FLAT_RANGE = 1e-6  # RSI points; see the stochrsi convention
 
 
 @_talib("RSI", "MAX", "MIN", "SMA")
+@_ours(stochastic_of_1d_nb)
 def _stochrsi(values, period, fastk, fastd):
     rsi = talib.RSI(values, timeperiod=period)
     k = stochastic_of_1d_nb(rsi, talib.MAX(rsi, timeperiod=fastk),
@@ -636,6 +941,7 @@ def _momentum(values, period):
 
 
 @_talib("SMA", "STDDEV")
+@_ours(zscore_1d_nb)
 def _zscore(values, period):
     return zscore_1d_nb(values, talib.SMA(values, timeperiod=period),
                         talib.STDDEV(values, timeperiod=period, nbdev=1.0))
@@ -661,10 +967,12 @@ def _typical_price(high, low, close):
     return talib.TYPPRICE(high, low, close)
 
 
+@_ours(session_vwap_1d_nb)
 def _vwap(hlc3, volume, session):
     return session_vwap_1d_nb(hlc3, volume, session)
 
 
+@_ours(relative_volume_1d_nb)
 def _relative_volume(volume, session, minute_of_day, sessions):
     return relative_volume_1d_nb(volume, session, minute_of_day, sessions)
 
@@ -686,12 +994,9 @@ def _wilder_decay(period: int) -> float:
 
 
 def _settling_bars(decay: float, stages: int = 1) -> int:
-    """Bars a recursive indicator needs after its lookback: until its start weighs < 1e-12,
-    plus `FLAT_STRETCH_BARS`. On bars where the smoothed input is 0 (no gain or loss, a zero
-    true range, no volume) the value decays as fast as the start's error, so those bars do not
-    reduce the relative error; the allowance keeps a flat stretch of that length inside the
-    warm-up from loosening agreement."""
-    return bars_until_weight_below(decay, stages=stages) + FLAT_STRETCH_BARS
+    """Bars a recursive indicator needs after its lookback: until its start weighs < 1e-12.
+    Ratios of Wilder averages count them in their `settles_on` bars (see `warmup_starts`)."""
+    return bars_until_weight_below(decay, stages=stages)
 
 
 def _rsi_warmup(period: int) -> int:
@@ -734,7 +1039,7 @@ register(Indicator(
 ))
 register(Indicator(
     name="rsi", kernel=_rsi, inputs=("close",), params=(_period(14),), source=True,
-    lookback=lambda period: period, warmup=_rsi_warmup,
+    lookback=lambda period: period, warmup=_rsi_warmup, settles_on=_moves,
     summary="Relative strength index, 0..100.",
     convention="Wilder smoothing (alpha = 1 / period) seeded with the plain average of the "
                "first `period` gains and losses (TA-Lib >= 0.6, as Wilder; TA-Lib 0.4 and "
@@ -755,6 +1060,7 @@ register(Indicator(
 register(Indicator(
     name="bbands", kernel=_bbands, inputs=("close",),
     outputs=("upper", "middle", "lower", "percent_b", "bandwidth"),
+    derived=(("percent_b", _percent_b), ("bandwidth", _bandwidth)),
     params=(_period(20), Param("nbdev", float, 2.0, 0.0)), source=True,
     lookback=lambda period, nbdev: period - 1, warmup=lambda period, nbdev: period - 1,
     summary="Bollinger bands: sma +- nbdev * stddev; percent_b = (close - lower) / "
@@ -765,19 +1071,19 @@ register(Indicator(
 ))
 register(Indicator(
     name="atr", kernel=_atr, inputs=_HLC, params=(_period(14, 1),),
-    lookback=lambda period: period, warmup=_rsi_warmup,
+    lookback=lambda period: period, warmup=_rsi_warmup, settles_on=_true_range_positive,
     summary="Average true range.",
     convention="Wilder smoothing seeded with the plain average of the first `period` true "
                "ranges (TA-Lib); the first bar has no true range.",
 ))
 register(Indicator(
     name="natr", kernel=_natr, inputs=_HLC, params=(_period(14, 1),),
-    lookback=lambda period: period, warmup=_rsi_warmup,
+    lookback=lambda period: period, warmup=_rsi_warmup, settles_on=_true_range_positive,
     summary="Normalised ATR: 100 * atr / close.",
 ))
 register(Indicator(
     name="true_range", kernel=_true_range, inputs=_HLC, params=(),
-    lookback=lambda: 1, warmup=lambda: 1,
+    lookback=lambda: 1, warmup=lambda: 1, stateless_window=True,
     summary="max(high, previous close) - min(low, previous close).",
 ))
 register(Indicator(
@@ -796,6 +1102,7 @@ register(Indicator(
     source=True,
     lookback=lambda period, fastk, fastd: period + fastk - 1 + fastd - 1,
     warmup=lambda period, fastk, fastd: _rsi_warmup(period) + fastk - 1 + fastd - 1,
+    settles_on=_moves,
     summary="Stochastic of RSI: k = 100 * (rsi - min) / (max - min) over fastk bars, "
             "d = sma(k, fastd).",
     convention=f"TA-Lib STOCHRSI (unsmoothed k; TradingView smooths k by 3). Built from TA-Lib's "
@@ -807,6 +1114,7 @@ register(Indicator(
 register(Indicator(
     name="williams_r", kernel=_williams_r, inputs=_HLC, params=(_period(14),),
     lookback=lambda period: period - 1, warmup=lambda period: period - 1,
+    stateless_window=True,
     summary="Williams %R: -100 * (highest high - close) / (highest high - lowest low), "
             "-100..0.",
     convention="A window with high == low gives 0 (TA-Lib).",
@@ -820,9 +1128,10 @@ register(Indicator(
 register(Indicator(
     name="adx", kernel=_adx, inputs=_HLC, outputs=("adx", "plus_di", "minus_di"),
     params=(_period(14),),
-    lookback=lambda period: 2 * period - 1,
+    lookback=lambda period: 2 * period - 1, earliest_lookback=lambda period: period,
     warmup=lambda period: 2 * period - 1 + _settling_bars(_wilder_decay(period),
                                                                    stages=2),
+    settles_on=_directional_movement,
     summary="Average directional index with +DI and -DI, 0..100.",
     convention="Wilder smoothing throughout (TA-Lib); plus_di and minus_di have values from "
                "bar `period`, adx from bar 2 * period - 1.",
@@ -843,13 +1152,13 @@ register(Indicator(
 ))
 register(Indicator(
     name="roc", kernel=_roc, inputs=("close",), params=(_period(10, 1),), source=True,
-    lookback=lambda period: period, warmup=lambda period: period,
+    lookback=lambda period: period, warmup=lambda period: period, stateless_window=True,
     summary="Rate of change in percent: 100 * (x / x[period bars ago] - 1).",
     convention="0 where the earlier value is 0 (TA-Lib).",
 ))
 register(Indicator(
     name="momentum", kernel=_momentum, inputs=("close",), params=(_period(10, 1),), source=True,
-    lookback=lambda period: period, warmup=lambda period: period,
+    lookback=lambda period: period, warmup=lambda period: period, stateless_window=True,
     summary="x - x[period bars ago].",
 ))
 register(Indicator(
@@ -867,17 +1176,17 @@ register(Indicator(
 ))
 register(Indicator(
     name="highest", kernel=_highest, inputs=("high",), params=(_period(20),), source=True,
-    lookback=lambda period: period - 1, warmup=lambda period: period - 1,
+    lookback=lambda period: period - 1, warmup=lambda period: period - 1, stateless_window=True,
     summary="Highest value over `period` bars, this bar included (upper Donchian channel).",
 ))
 register(Indicator(
     name="lowest", kernel=_lowest, inputs=("low",), params=(_period(20),), source=True,
-    lookback=lambda period: period - 1, warmup=lambda period: period - 1,
+    lookback=lambda period: period - 1, warmup=lambda period: period - 1, stateless_window=True,
     summary="Lowest value over `period` bars, this bar included (lower Donchian channel).",
 ))
 register(Indicator(
     name="typical_price", kernel=_typical_price, inputs=_HLC, params=(),
-    lookback=lambda: 0, warmup=lambda: 0,
+    lookback=lambda: 0, warmup=lambda: 0, stateless_window=True,
     summary="(high + low + close) / 3.",
 ))
 register(Indicator(
@@ -894,7 +1203,8 @@ register(Indicator(
 register(Indicator(
     name="relative_volume", kernel=_relative_volume,
     inputs=("volume", "session", "minute_of_day"), params=(_period(10, 1, name="sessions"),),
-    lookback=lambda sessions: 0, warmup=lambda sessions: Sessions(sessions + 1),
+    lookback=lambda sessions: Sessions(sessions),
+    warmup=lambda sessions: Sessions(sessions + 1),
     summary="Volume / mean volume at the same minute of day over the previous `sessions` "
             "sessions.",
     convention="The current session is excluded (it would pull the ratio towards 1), hence "
@@ -927,15 +1237,21 @@ def _param_text(param: Param) -> str:
 
 def _kernel_text(indicator: Indicator) -> str:
     functions = getattr(indicator.kernel, "talib_functions", ())
-    ours = {
-        "vwap": "session_vwap_1d_nb", "relative_volume": "relative_volume_1d_nb",
-        "bbands": "band_position", "zscore": "zscore_1d_nb",
-        "stochrsi": "stochastic_of_1d_nb",
-    }
+    ours = getattr(indicator.kernel, "own_kernels", ())
     parts = [f"TA-Lib {', '.join(functions)}"] if functions else []
-    if indicator.name in ours:
-        parts.append(f"`{ours[indicator.name]}`")
+    parts += [f"`{kernel.__name__}`" for kernel in ours]
     return " + ".join(parts)
+
+
+def _span_text(bars: int, sessions: int) -> str:
+    return f"{sessions} session{'s' if sessions != 1 else ''}" if sessions else f"{bars}"
+
+
+_SETTLES_ON_TEXT = {
+    _moves: "bars where the source moved",
+    _true_range_positive: "bars with a true range > 0",
+    _directional_movement: "bars with +DM or -DM > 0",
+}
 
 
 def render_docs() -> str:
@@ -950,35 +1266,75 @@ def render_docs() -> str:
         "Where the table shows `[source=...]`, a series may come first and replaces that "
         "input: `sma(high, 20)`, `sma(rsi(14), 5)`.",
         "",
-        "- **Lookback**: bars before the first value, at the default parameters.",
+        "- **Lookback**: bars (or whole sessions) before the first value, at the default "
+        "parameters.",
         "- **Warm-up**: history a cluster reads before its first bar so that its values equal "
-        "one unsplit pass within 1e-9 relative: the lookback, plus for recursive indicators "
-        "the bars until the starting value weighs < 1e-12; or sessions (the current one "
-        "included). Nested calls add up: `sma(rsi(14), 5)` needs rsi's warm-up plus 4.",
+        "one unsplit pass within 1e-9 relative (or 1e-9 of the series' scale near 0): the "
+        "lookback, plus for recursive indicators the bars until the starting value weighs "
+        "< 1e-12; or sessions (the current one included). Nested calls add up: "
+        "`sma(rsi(14), 5)` needs rsi's warm-up plus 4. Where the table says *counted in*, the "
+        "bars are counted among those bars only (see below).",
         "- **Non-finite input**: a bar where an input is NaN or inf (a derived source can hold "
         "them) gives NaN and the indicator restarts after it, its lookback applying again; "
-        "TA-Lib alone would poison every later value. Session-anchored and cumulative "
-        "indicators skip such a bar instead.",
+        "TA-Lib alone would poison every later value. Runs no longer than the lookback cost "
+        "nothing; indicators whose value reads only its own window (momentum, roc, highest, "
+        "lowest, williams_r, true_range, typical_price) take one TA-Lib call whatever the "
+        "number of runs, the others one call per longer run (about 1.5 us each, TA-Lib's "
+        "per-call cost). Session-anchored and cumulative indicators skip such a bar instead.",
         "- **Cumulative** indicators (obv) depend on the whole history; the pipeline anchors "
         "them at the first bar of the data and adds each cluster's offset, so their values "
-        "do not depend on the cluster layout. Only differences between bars are meaningful.",
-        "- Kernels: TA-Lib's C functions where it has the indicator (TA-Lib's global unstable "
-        "period must stay 0), otherwise ours (numba, `nogil`). All release the GIL.",
+        "do not depend on the cluster layout.",
+        "- **Derived outputs** (bbands' `.percent_b`, `.bandwidth`) are computed only when a "
+        "rule uses them, from the kernel's outputs.",
+        "- Kernels: TA-Lib's C functions where it has the indicator, otherwise ours (numba, "
+        "`nogil`). All release the GIL. TA-Lib's global unstable periods and compatibility "
+        "mode must stay at their defaults (0): importing `backtester.indicators` refuses to "
+        "run otherwise, and changing them afterwards changes outputs silently.",
         "",
         "| call | outputs | inputs | parameters | lookback | warm-up | kernel |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in sorted(REGISTRY):
         indicator = REGISTRY[name]
-        bars, sessions = warmup(name)
-        warm = f"{sessions} session{'s' if sessions != 1 else ''}" if sessions else f"{bars}"
+        warm = _span_text(*warmup(name))
+        if indicator.settles_on is not None:
+            warm += f", counted in {_SETTLES_ON_TEXT[indicator.settles_on]}"
         outputs = ", ".join(f"`.{o}`" for o in indicator.outputs) or "one"
         params = ", ".join(_param_text(p) for p in indicator.params) or "none"
         cumulative = " (cumulative)" if indicator.cumulative else ""
         lines.append(f"| `{_call_signature(indicator)}` | {outputs} | "
-                     f"{', '.join(indicator.inputs)} | {params} | {lookback_bars(name)} | "
+                     f"{', '.join(indicator.inputs)} | {params} | {_span_text(*lookback(name))} | "
                      f"{warm}{cumulative} | {_kernel_text(indicator)} |")
-    lines += ["", "## Definitions and conventions", ""]
+    lines += [
+        "",
+        "## Warm-up through flat stretches",
+        "",
+        "rsi, stochrsi, atr, natr and adx are ratios of Wilder averages that shrink towards 0 "
+        "on bars without movement (no gain or loss, a zero true range, no directional "
+        "movement). On such a bar the average and the error of its starting value shrink "
+        "alike, so the error relative to the value does not decay; only bars that feed the "
+        "averages a positive amount do. Their warm-up is therefore counted in those bars "
+        "(the table's *counted in*), and the scheduler reads back as far as it takes to pass "
+        "that many of them (a per-symbol cumulative count and a binary search, "
+        "`indicators.warmup_starts`, the same helper the split-invariance tests use). When a "
+        "plan mixes indicators, every bar step reaches back far enough for each of them.",
+        "",
+        "What is guaranteed: for these indicators over bar fields, and for anything computed "
+        "from them (`sma(rsi(14), 5)`), a flat stretch of any length inside the warm-up leaves "
+        "the 1e-9 agreement intact: after the counted bars the starting value's relative "
+        "weight is below 1e-12 whatever lies between them, as if the idle bars were removed. "
+        "Flat stretches make clusters read further back, never less than the plain count.",
+        "",
+        "What is not: the masks are computed from bar fields. A recursive ratio over a "
+        "derived source (`rsi(sma(close, 5), 14)`, `rsi(obv)`) is counted in the moves of the "
+        "bar field it reads by default, and a derived series can stay flat while prices move; "
+        "a stretch of m such bars inside the warm-up leaves the agreement at what m fewer "
+        "bars give (the error stays what it was when the stretch began). EMA, DEMA, TEMA and "
+        "MACD need no counting: they decay towards the price, not towards 0.",
+        "",
+        "## Definitions and conventions",
+        "",
+    ]
     for name in sorted(REGISTRY):
         indicator = REGISTRY[name]
         lines.append(f"- **{name}**: {indicator.summary}"

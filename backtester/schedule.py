@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import trades
+from . import indicators, trades
 from .bars import BarSet, SymbolBars
 from .config import ScheduleConfig
 from .plan import Plan
@@ -141,13 +141,31 @@ def schedule(plan: Plan, barset: BarSet, layout: ScheduleConfig, n_workers: int 
 
 
 def _warmup_starts(bars: SymbolBars, starts: np.ndarray, plan: Plan) -> np.ndarray:
-    first = np.maximum(starts - plan.warmup_bars, 0)
-    if plan.warmup_sessions > 0:
-        session = bars.session
-        target = session[first] - (plan.warmup_sessions - 1)
-        first = np.searchsorted(session, target, side="left")
-        first = np.maximum(first - plan.warmup_bars, 0)
-    return first.astype(np.int64)
+    return indicators.warmup_starts(starts, plan.warmup_bars, plan.warmup_sessions,
+                                    bars.session, _informative_bars(bars, plan))
+
+
+def _informative_bars(bars: SymbolBars, plan: Plan) -> list[np.ndarray]:
+    """Masks of the bars that count towards the warm-up of the plan's recursive ratios (rsi,
+    atr, adx, ...: flat bars do not), from the bar fields they read; one O(n) pass each."""
+    from . import expr
+    from .cluster import context_arrays
+
+    masks, seen, ctx = [], set(), None
+    for root in getattr(plan, "roots", ()):
+        for node in expr.walk(root):
+            if not isinstance(node, expr.Ind) or indicators.get(node.name).settles_on is None:
+                continue
+            fields = list(indicators.get(node.name).inputs)
+            if isinstance(node.source, expr.Field):
+                fields[0] = node.source.name
+            key = (node.name, tuple(fields))
+            if key not in seen:
+                seen.add(key)
+                ctx = ctx or expr.Context(context_arrays(bars, None))
+                masks.append(indicators.informative_bars(node.name,
+                                                         *(ctx.field(f) for f in fields)))
+    return masks
 
 
 def _lookahead_ends(bars: SymbolBars, ends: np.ndarray, plan: Plan) -> np.ndarray:
