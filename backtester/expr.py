@@ -283,24 +283,35 @@ def _eval_indicator(node: Ind, ctx: Context, cache: dict[Node, np.ndarray]) -> n
     spec = indicators.get(node.name)
     params = {k: (int(v) if _param_kind(spec, k) is int else v) for k, v in node.params}
     base = Ind(node.name, node.source, node.params, None)
-    full = cache.get(base)
-    if full is None or node.output is not None:
-        inputs = [ctx.field(f) if f not in ("session", "minute_of_day", "timestamp")
-                  else ctx._arrays[f] for f in spec.inputs]
-        if node.source is not None:
-            inputs[0] = _eval(node.source, ctx, cache)
-        inputs = [np.ascontiguousarray(x, dtype=np.float64) if x.dtype != np.int64 else x
-                  for x in inputs]
-        result = indicators.compute(node.name, *inputs, **params)
-        if isinstance(result, tuple):
-            for name, value in zip(spec.outputs, result):
-                cache[Ind(node.name, node.source, node.params, name)] = value
-            cache[base] = result[0]
-        else:
-            if spec.cumulative and base in ctx.anchors and len(result):
-                result = result - result[0] + ctx.anchors[base]
-            cache[base] = result
-    return cache[node] if node in cache else cache[base]
+    inputs = [ctx.field(f) if f not in ("session", "minute_of_day", "timestamp")
+              else ctx._arrays[f] for f in spec.inputs]
+    # Bar fields are finite (bars.py rejects non-finite OHLCV), so compute need not scan
+    # them; a rule's own series may hold NaN or inf (a division by a zero range).
+    known_finite = [True] * len(inputs)
+    if node.source is not None:
+        inputs[0] = _eval(node.source, ctx, cache)
+        known_finite[0] = False
+    inputs = [np.ascontiguousarray(x, dtype=np.float64) if x.dtype != np.int64 else x
+              for x in inputs]
+    if not spec.outputs:
+        result = indicators.compute(node.name, *inputs, known_finite=known_finite, **params)
+        if spec.cumulative and base in ctx.anchors and len(result):
+            result = result - result[0] + ctx.anchors[base]
+        cache[base] = result
+        return result
+    wanted = node.output or spec.outputs[0]
+    named = {o: Ind(node.name, node.source, node.params, o) for o in spec.outputs}
+    first = named[spec.kernel_outputs[0]]
+    if first in cache:  # the kernel ran for another output: derive this one from it
+        kernel_outputs = {o: cache[named[o]] for o in spec.kernel_outputs}
+        cache[named[wanted]] = indicators.derive(node.name, wanted, inputs, kernel_outputs)
+    else:
+        values = indicators.compute(node.name, *inputs, known_finite=known_finite,
+                                    outputs=[wanted], **params)
+        for output, value in values.items():
+            cache[named[output]] = value
+    cache.setdefault(base, cache[first])  # outputs[0] is the kernel's first output
+    return cache[named[wanted]]
 
 
 def _param_kind(spec: Any, name: str) -> type:

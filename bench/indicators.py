@@ -1,7 +1,11 @@
 """Indicator benchmark: ns per bar for every registered indicator on one core, next to TA-Lib
-called directly where it has the indicator; the first-call cost of our numba kernels in a fresh
-process and a fresh loky worker (numba cache cold and warm); and the speedup of a batch of
-indicators on two threads over one.
+called directly where it has the indicator; our own kernels alone; inputs with frequent NaNs;
+the first-call cost of our numba kernels in a fresh process and a fresh loky worker (numba
+cache cold and warm); and the speedup of a batch of indicators on two threads over one.
+
+Indicators are called as the rule evaluator calls them: bar fields flagged `known_finite` (bars
+are validated on load, so they are not scanned), and for bbands only the bands TA-Lib returns
+(percent_b and bandwidth are computed when a rule asks for them; their kernels have own rows).
 
 Usage: ``python bench/indicators.py [--bars 1000000] [--repeat 5]``. Prints a Markdown report
 and writes it to bench/out/indicators.md. Goals: TA-Lib-backed indicators within 10% of the
@@ -30,7 +34,6 @@ from backtester import indicators  # noqa: E402
 
 BATCH = ["sma", "ema", "rsi", "macd", "bbands", "atr", "stoch", "adx", "cci", "vwap",
          "relative_volume", "zscore"]
-OURS = {"vwap", "relative_volume"}  # computed by our kernels alone
 FIRST_CALL = """
 import time
 start = time.perf_counter()
@@ -105,23 +108,74 @@ def best_of(call, repeat: int) -> float:
     return min(times)
 
 
+def as_evaluated(name: str, bars: dict[str, np.ndarray]):
+    """`compute(name, ...)` as `expr` calls it for a rule on bar fields."""
+    spec = indicators.get(name)
+    arrays = [bars[f] for f in spec.inputs]
+    outputs = {"outputs": [spec.outputs[0]]} if spec.derived else {}
+    return lambda: indicators.compute(name, *arrays, known_finite=True, **outputs)
+
+
 def per_indicator(bars, repeat: int) -> list[str]:
     n = len(bars["close"])
     rows = ["| indicator | kernel | ours ns/bar | TA-Lib direct ns/bar | ratio |",
             "| --- | --- | ---: | ---: | ---: |"]
     for name in sorted(indicators.REGISTRY):
         spec = indicators.get(name)
-        arrays = [bars[f] for f in spec.inputs]
-        ours = best_of(lambda: indicators.compute(name, *arrays), repeat) / n * 1e9  # noqa: B023
+        ours = best_of(as_evaluated(name, bars), repeat) / n * 1e9
         direct = talib_direct(name, bars)
-        kernel = "ours (numba)" if name in OURS else (
-            "TA-Lib + ours" if name in ("bbands", "zscore", "stochrsi") else "TA-Lib")
+        mine = getattr(spec.kernel, "own_kernels", ())
+        talib_functions = getattr(spec.kernel, "talib_functions", ())
+        kernel = ("TA-Lib + ours" if mine else "TA-Lib") if talib_functions else "ours (numba)"
         if direct is None:
             rows.append(f"| {name} | {kernel} | {ours:.2f} | | |")
         else:
             theirs = best_of(direct, repeat) / n * 1e9
             rows.append(f"| {name} | {kernel} | {ours:.2f} | {theirs:.2f} | "
                         f"{ours / theirs:.2f} |")
+    return rows
+
+
+def own_kernel_rows(bars, repeat: int) -> list[str]:
+    """Our numba kernels alone, on inputs as the indicators pass them."""
+    n = len(bars["close"])
+    c, v = bars["close"], bars["volume"]
+    upper, middle, lower = talib.BBANDS(c, 20, 2, 2, 0)
+    mean, std = talib.SMA(c, 20), talib.STDDEV(c, 20, 1.0)
+    rsi = talib.RSI(c, 14)
+    highest, lowest = talib.MAX(rsi, 14), talib.MIN(rsi, 14)
+    s, m = bars["session"], bars["minute_of_day"]
+    calls = [
+        ("session_vwap_1d_nb", lambda: indicators.session_vwap_1d_nb(bars["hlc3"], v, s)),
+        ("relative_volume_1d_nb (10 sessions)",
+         lambda: indicators.relative_volume_1d_nb(v, s, m, 10)),
+        ("percent_b_1d_nb (bbands.percent_b)", lambda: indicators.percent_b_1d_nb(c, upper, lower)),
+        ("bandwidth_1d_nb (bbands.bandwidth)",
+         lambda: indicators.bandwidth_1d_nb(upper, middle, lower)),
+        ("zscore_1d_nb", lambda: indicators.zscore_1d_nb(c, mean, std)),
+        ("stochastic_of_1d_nb (stochrsi)",
+         lambda: indicators.stochastic_of_1d_nb(rsi, highest, lowest, 1e-6)),
+        ("finite scan of one input (`_all_finite_nb`)", lambda: indicators._all_finite_nb(c)),
+    ]
+    rows = ["| kernel | ns/bar |", "| --- | ---: |"]
+    for label, call in calls:
+        rows.append(f"| {label} | {best_of(call, repeat) / n * 1e9:.2f} |")
+    return rows
+
+
+def gapped_rows(bars, repeat: int) -> list[str]:
+    """A derived source with a NaN every 7th bar: runs of 6 finite bars."""
+    n = len(bars["close"])
+    gapped = bars["close"].copy()
+    gapped[::7] = np.nan
+    cases = [("sma(x, 20)", "sma", {"period": 20}, "runs within the lookback: no call"),
+             ("highest(x, 5)", "highest", {"period": 5}, "stateless window: one call"),
+             ("momentum(x, 3)", "momentum", {"period": 3}, "stateless window: one call"),
+             ("sma(x, 5)", "sma", {"period": 5}, "one TA-Lib call per run")]
+    rows = ["| call on x with a NaN every 7th bar | ns/bar | path |", "| --- | ---: | --- |"]
+    for label, name, params, path in cases:
+        call = lambda: indicators.compute(name, gapped, **params)  # noqa: B023, E731
+        rows.append(f"| {label} | {best_of(call, min(repeat, 2)) / n * 1e9:.1f} | {path} |")
     return rows
 
 
@@ -160,7 +214,7 @@ def thread_rows(n_bars: int, repeat: int) -> list[str]:
 
     def batch(bars):
         for name in BATCH:
-            indicators.compute(name, *(bars[f] for f in indicators.get(name).inputs))
+            as_evaluated(name, bars)()
 
     def one_thread():
         for bars in series:
@@ -190,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{np.__version__}; Python {platform.python_version()}; {platform.processor() or ''} "
         f"{os.cpu_count()} CPUs.", "",
         "## One core", "", *per_indicator(bars, args.repeat), "",
+        "## Our kernels alone", "", *own_kernel_rows(bars, args.repeat), "",
+        "## Inputs with frequent NaNs", "", *gapped_rows(bars, args.repeat), "",
         "## First call of our numba kernels (import, then vwap, relative_volume, bbands, "
         "zscore, stochrsi, a gapped sma on 2,000 bars)", "", *first_call_rows(), "",
         "## Threads", "", *thread_rows(args.bars, args.repeat), "",
