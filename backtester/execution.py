@@ -1,31 +1,59 @@
-"""Run clusters on an engine: joblib's sequential, threading, loky and multiprocessing
-backends, or Dask for more than one machine.
+"""Run clusters on an engine: joblib's sequential, threading and loky backends, a
+`concurrent.futures` process pool for `multiprocessing`, or Dask for more than one machine.
 
 The interface is small (see `Engine`): start the workers, run tasks streaming results back as
-they finish, stop. A task is a batch of (cluster, its bar slice) pairs plus the plan and the
-session table: a description plus the slice it reads, never the whole data set. Threads get
-zero-copy views of the parent's arrays; processes get the pickled slice (joblib memory-maps
-large arrays on its own).
+they finish, stop (cancelling what is left after an error or Ctrl-C). Two capability flags,
+read by `run_clusters` and nowhere else, decide how bars reach the workers:
+
+- `uses_threads`: the workers share this process's memory; a task carries zero-copy views of
+  the parent's arrays (`SymbolBars.slice`).
+- `shares_files`: process workers on this machine; the parent writes a read-optimised copy of
+  the bars once per run (`SharedBars`: one ``.npy`` file per column, every symbol's rows one
+  after another, on ``/dev/shm`` when it has room, else the temp folder) and a task carries
+  only `BarSlice` descriptions (folder, symbol, row range). Each worker memory-maps the files
+  read-only once (`open_slice` caches the maps per process) and slices them: no bar is pickled
+  and the pages are shared by every worker. The folder is removed when the run ends, on error
+  and on Ctrl-C too.
+- neither (Dask on a remote cluster, whose workers need not see our files): the task carries a
+  pickled copy of its clusters' slices, never the whole data set.
+
+Why not joblib's `multiprocessing` backend: it runs on `multiprocessing.Pool`, which cannot
+stream results and hangs forever when a worker process dies. `ProcessPoolEngine` uses
+`concurrent.futures.ProcessPoolExecutor` instead, which streams with `as_completed` and raises
+`BrokenProcessPool` when a worker dies (reported as `WorkerLost`), with the platform's default
+start method like joblib's backend (fork on Linux: workers start in ~0.1 s with every module
+and compiled kernel already loaded).
 
 Engines are looked up by name in `ENGINES`; adding one is one `register_engine` call here.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import joblib
+import numpy as np
 
-from .bars import BarSet
+from .bars import BarSet, SymbolBars
 from .cluster import ClusterResult, run_cluster
 from .errors import ClusterError, WorkerLost
 from .plan import Plan
 from .schedule import Cluster
 from .sessions import SessionTable
+
+TEST_HOOK_ENV = "BACKTESTER_TEST_HOOK"
+"""Test hook, read by `run_task` wherever it runs (worker processes inherit it): ``fail=N``
+makes cluster N raise, ``sleep=S`` makes every cluster sleep S seconds first. It lets tests
+reach the failure and interrupt paths of process backends, which a monkeypatch in the parent
+cannot. Never set it otherwise."""
 
 
 @dataclass(frozen=True)
@@ -36,17 +64,146 @@ class ExecutionReport:
     n_jobs: int
     results: tuple[ClusterResult, ...]
     wall_seconds: float          # from the first task submitted to the last result, start-up excluded
-    startup_seconds: float       # starting (and importing into) the workers
+    startup_seconds: float       # writing the workers' copy of the bars, starting (and warming) them
     cpu_seconds: float           # this process's CPU time plus the clusters' compute time elsewhere
     n_tasks: int
     cluster_seconds: tuple[float, ...] = field(default=())
+    shipping: str = "views"      # how bars reached the workers: views | memmap | pickle
 
     @property
     def total_seconds(self) -> float:
         return self.wall_seconds + self.startup_seconds
 
 
-Task = tuple[Plan, tuple[tuple[Cluster, object], ...], SessionTable]
+# ---------------------------------------------------------------------------------------------
+# Bars for process workers: a memory-mapped copy written once per run
+# ---------------------------------------------------------------------------------------------
+
+COLUMNS = ("timestamp", "open", "high", "low", "close", "volume", "session")
+
+
+@dataclass(frozen=True)
+class BarSlice:
+    """Rows ``[start, stop)`` of the column files in `folder` (absolute rows: every symbol's
+    rows follow one another), which hold `symbol`'s bars there. What a task carries instead of
+    the bars themselves; `open_slice` turns it into `SymbolBars` in the worker."""
+
+    folder: str
+    symbol: str
+    start: int
+    stop: int
+
+
+class SharedBars:
+    """A read-optimised copy of a `BarSet` for process workers, removed by `close()`.
+
+    Use as a context manager: ``with SharedBars(barset) as shared: shared.slice("SYNA", 0, 390)``.
+    `folder` holds one ``.npy`` file per column (`COLUMNS`) with every symbol's rows one after
+    another (in `barset.symbols` order); `offsets[symbol]` is the symbol's first row there.
+    Written with plain file writes (a full disk raises `OSError`, never a bus error), on
+    ``/dev/shm`` when it has room for them, else in the temp folder. Folders left by runs that
+    were killed before they could clean up are removed when the next one is written.
+    """
+
+    def __init__(self, barset: BarSet, root: str | None = None):
+        lengths = [len(barset.bars[s]) for s in barset.symbols]
+        self.offsets = dict(zip(barset.symbols, np.cumsum([0, *lengths[:-1]]).tolist()))
+        total = int(sum(lengths))
+        nbytes = sum(getattr(b, c).nbytes for b in barset.bars.values() for c in COLUMNS)
+        root = root or _shared_root(nbytes) or tempfile.gettempdir()
+        _remove_stale_folders(root)
+        self.folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=root)
+        try:
+            for column in COLUMNS:
+                dtype = np.dtype(getattr(barset.bars[barset.symbols[0]], column).dtype) \
+                    if barset.symbols else np.dtype(np.float64)
+                with open(os.path.join(self.folder, f"{column}.npy"), "wb") as f:
+                    np.lib.format.write_array_header_1_0(f, {
+                        "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                        "shape": (total,)})
+                    for symbol in barset.symbols:
+                        values = getattr(barset.bars[symbol], column)
+                        np.ascontiguousarray(values, dtype=dtype).tofile(f)
+        except BaseException:
+            self.close()
+            raise
+
+    def slice(self, symbol: str, start: int, stop: int) -> BarSlice:
+        """The description of `symbol`'s rows ``[start, stop)``."""
+        first = self.offsets[symbol]
+        return BarSlice(self.folder, symbol, first + start, first + stop)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> SharedBars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_PREFIX = "backtester-bars-"
+
+
+def _remove_stale_folders(root: str) -> None:
+    """Remove the folders of runs whose process no longer exists (killed by SIGKILL or SIGTERM,
+    which skip the clean-up), so such leftovers do not pile up in memory on ``/dev/shm``."""
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.startswith(_PREFIX):
+            continue
+        pid = entry[len(_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+        except OSError:
+            pass   # alive, but another user's
+
+
+def _shared_root(nbytes: int) -> str | None:
+    """``/dev/shm`` when it is a writable folder with room for `nbytes` (and a 25% margin);
+    None (the temp folder) otherwise."""
+    root = "/dev/shm"
+    try:
+        if os.path.isdir(root) and os.access(root, os.W_OK) and \
+                shutil.disk_usage(root).free > 1.25 * nbytes + 16 * 2**20:
+            return root
+    except OSError:
+        pass
+    return None
+
+
+_OPEN_MAPS: dict[str, dict[str, np.ndarray]] = {}
+
+
+def open_slice(ref: BarSlice) -> SymbolBars:
+    """The bars `ref` describes, as read-only views of memory-mapped files.
+
+    The maps are opened once per process and run, and kept for the run's later tasks; the first
+    task of another run drops them (their files are gone by then), so a reused worker holds at
+    most one run's maps.
+    """
+    maps = _OPEN_MAPS.get(ref.folder)
+    if maps is None:
+        _OPEN_MAPS.clear()
+        maps = {c: np.load(os.path.join(ref.folder, f"{c}.npy"), mmap_mode="r") for c in COLUMNS}
+        _OPEN_MAPS[ref.folder] = maps
+    rows = slice(ref.start, ref.stop)
+    return SymbolBars(ref.symbol, *(np.asarray(maps[c][rows]) for c in COLUMNS))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------------
+
+Task = tuple[Plan, tuple[tuple[Cluster, SymbolBars | BarSlice], ...], SessionTable]
 
 
 def describe_cluster(cluster: Cluster, timezone: str) -> str:
@@ -58,20 +215,35 @@ def describe_cluster(cluster: Cluster, timezone: str) -> str:
     return f"cluster {cluster.index} ({cluster.symbol} {first}..{last})"
 
 
-def run_task(plan: Plan, batch: Sequence[tuple[Cluster, object]],
+def run_task(plan: Plan, batch: Sequence[tuple[Cluster, SymbolBars | BarSlice]],
              sessions: SessionTable) -> list[ClusterResult]:
     """Evaluate a batch of clusters; the unit of work shipped to a worker.
 
-    Any failure is re-raised as `ClusterError` naming the cluster it happened in.
+    Each cluster comes with its bars (`SymbolBars`) or their description (`BarSlice`). Any
+    failure is re-raised as `ClusterError` naming the cluster it happened in.
     """
+    hook = os.environ.get(TEST_HOOK_ENV)
     results = []
     for cluster, bars in batch:
         try:
+            if hook:
+                _test_hook(hook, cluster)
+            if isinstance(bars, BarSlice):
+                bars = open_slice(bars)
             results.append(run_cluster(plan, cluster, bars, sessions))
         except Exception as exc:
             where = describe_cluster(cluster, sessions.timezone)
             raise ClusterError(f"{where}: {type(exc).__name__}: {exc}") from exc
     return results
+
+
+def _test_hook(hook: str, cluster: Cluster) -> None:
+    """See `TEST_HOOK_ENV`."""
+    action, _, value = hook.partition("=")
+    if action == "fail" and str(cluster.index) == value:
+        raise RuntimeError(f"{TEST_HOOK_ENV} asked cluster {value} to fail")
+    if action == "sleep":
+        time.sleep(float(value))
 
 
 def warm_up(task: Task | None = None) -> int:
@@ -86,11 +258,64 @@ def warm_up(task: Task | None = None) -> int:
     return os.getpid()
 
 
+def make_tasks(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, n_workers: int,
+               batch_size: int | str = "auto", shared: SharedBars | None = None) -> list[Task]:
+    """Group consecutive clusters into tasks of balanced bar counts.
+
+    `auto` aims at 4 tasks per worker (load balance) and never splits below one cluster. Each
+    cluster comes with a zero-copy view of its bars, or with `shared`, their `BarSlice`.
+    """
+    if not clusters:
+        return []
+    if batch_size == "auto":
+        n_tasks = min(len(clusters), max(1, 4 * n_workers)) if n_workers > 1 else len(clusters)
+    else:
+        n_tasks = max(1, -(-len(clusters) // int(batch_size)))
+    total = sum(c.n_read for c in clusters)
+    target = total / n_tasks
+    tasks, batch, size = [], [], 0
+    for cluster in clusters:
+        batch.append((cluster, _bars_for(cluster, barset, shared)))
+        size += cluster.n_read
+        if size >= target * (len(tasks) + 1) - 1e-9 * total or cluster is clusters[-1]:
+            tasks.append((plan, tuple(batch), barset.sessions))
+            batch = []
+    if batch:
+        tasks.append((plan, tuple(batch), barset.sessions))
+    return tasks
+
+
+def warm_task(plan: Plan, clusters: Sequence[Cluster], barset: BarSet,
+              shared: SharedBars | None = None) -> Task | None:
+    """The smallest cluster as a task: enough to load every kernel the plan uses."""
+    if not clusters:
+        return None
+    smallest = min(clusters, key=lambda c: c.n_read)
+    return (plan, ((smallest, _bars_for(smallest, barset, shared)),), barset.sessions)
+
+
+def _bars_for(cluster: Cluster, barset: BarSet, shared: SharedBars | None):
+    if shared is not None:
+        return shared.slice(cluster.symbol, cluster.read_start, cluster.read_end)
+    return barset.bars[cluster.symbol].slice(cluster.read_start, cluster.read_end)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines
+# ---------------------------------------------------------------------------------------------
+
 class Engine(ABC):
-    """Runs tasks somewhere. `uses_threads` tells whether workers share this process's memory."""
+    """Runs tasks somewhere.
+
+    Flags (read with these defaults): `uses_threads`, the workers share this process's memory
+    (tasks carry views, and cluster compute is part of this process's CPU time); `shares_files`,
+    process workers on this machine that can map files the parent writes (tasks carry
+    `BarSlice`s). With neither, tasks carry pickled slices.
+    """
 
     name: str = ""
     uses_threads: bool = False
+    shares_files: bool = False
 
     def __init__(self, n_jobs: int, **options):
         self.n_jobs = n_jobs
@@ -105,26 +330,31 @@ class Engine(ABC):
         """Yield each task's results as soon as it finishes (any order)."""
 
     def stop(self) -> None:
-        """Release the workers; also called after an error or an interrupt."""
+        """Release the workers; also called after an error or an interrupt, when it must cancel
+        what is still queued or running."""
 
 
 class JoblibEngine(Engine):
-    """joblib.Parallel with `return_as="generator_unordered"` (list for multiprocessing,
-    which cannot stream)."""
+    """joblib.Parallel with `return_as="generator_unordered"`: sequential, threading, loky.
+
+    Closing the generator early (an error, Ctrl-C) makes joblib abort: loky terminates the
+    workers still running tasks.
+    """
 
     def __init__(self, n_jobs: int, backend: str, **options):
         super().__init__(n_jobs, **options)
-        self.backend = backend
-        self.uses_threads = backend in ("threading", "sequential")
-        self._parallel: joblib.Parallel | None = None
+        self.backend = self.name = backend
+        # n_jobs=1 runs in this process whatever the backend (joblib falls back to sequential)
+        self.uses_threads = backend in ("threading", "sequential") or n_jobs == 1
+        self.shares_files = not self.uses_threads
 
     def _make(self) -> joblib.Parallel:
-        return_as = "list" if self.backend == "multiprocessing" else "generator_unordered"
-        return joblib.Parallel(n_jobs=self.n_jobs, backend=self.backend, return_as=return_as,
-                               batch_size=1, pre_dispatch="2*n_jobs")
+        return joblib.Parallel(n_jobs=self.n_jobs, backend=self.backend,
+                               return_as="generator_unordered", batch_size=1,
+                               pre_dispatch="2*n_jobs")
 
     def start(self, warm_task: Task | None = None) -> float:
-        if self.backend in ("sequential", "threading") or self.n_jobs == 1:
+        if self.uses_threads:
             return 0.0
         began = time.perf_counter()
         list(self._make()(joblib.delayed(warm_up)(warm_task) for _ in range(self.n_jobs)))
@@ -134,52 +364,127 @@ class JoblibEngine(Engine):
         yield from self._make()(joblib.delayed(run_task)(*task) for task in tasks)
 
 
+class ProcessPoolEngine(Engine):
+    """`multiprocessing`: a `concurrent.futures.ProcessPoolExecutor` of `n_jobs` processes.
+
+    Results stream back with `as_completed`; a worker that dies breaks the pool
+    (`BrokenProcessPool`, reported as `WorkerLost`) instead of hanging it as
+    `multiprocessing.Pool` (joblib's multiprocessing backend) does. Stopping after an error or
+    an interrupt cancels the queued tasks and terminates the workers, so none keeps computing.
+    """
+
+    name = "multiprocessing"
+
+    def __init__(self, n_jobs: int, **options):
+        super().__init__(n_jobs, **options)
+        self.uses_threads = n_jobs == 1
+        self.shares_files = not self.uses_threads
+        self._executor: ProcessPoolExecutor | None = None
+        self._unfinished = False
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(max_workers=self.n_jobs,
+                                                 mp_context=multiprocessing.get_context())
+        return self._executor
+
+    def start(self, warm_task: Task | None = None) -> float:
+        if self.uses_threads:
+            return 0.0
+        began = time.perf_counter()
+        futures = [self._pool().submit(warm_up, warm_task) for _ in range(self.n_jobs)]
+        self._unfinished = True
+        for future in as_completed(futures):
+            future.result()
+        self._unfinished = False
+        return time.perf_counter() - began
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[list[ClusterResult]]:
+        if self.uses_threads:
+            for task in tasks:
+                yield run_task(*task)
+            return
+        futures = [self._pool().submit(run_task, *task) for task in tasks]
+        self._unfinished = True
+        for future in as_completed(futures):
+            yield future.result()
+        self._unfinished = False
+
+    def stop(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if not self._unfinished:
+            executor.shutdown(wait=True)
+            return
+        # An error or an interrupt: drop the queue and stop the workers still computing.
+        processes = list(getattr(executor, "_processes", {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+
+
 def outer_joblib_config() -> dict | None:
-    """The backend and n_jobs of an enclosing `joblib.parallel_config(...)`, if a caller set one.
+    """The backend and n_jobs of an enclosing `joblib.parallel_config(...)`, if a caller set
+    either (an `n_jobs` alone counts: ``parallel_config(n_jobs=1)`` asks for one worker).
 
     A library should not override what its caller chose (joblib's own advice), so an outer
-    `parallel_config(backend=...)` takes precedence over the config file.
+    `parallel_config` takes precedence over the config file; with `n_jobs` alone, the backend
+    is joblib's default (loky), as for any `joblib.Parallel` in that context.
     """
     try:
         from joblib.parallel import _backend, default_parallel_config
     except ImportError:  # pragma: no cover - joblib moved its internals
         return None
     config = getattr(_backend, "config", None)
-    if not config or config.get("backend") is default_parallel_config["backend"]:
+    if not config:
+        return None
+    chosen = config.get("backend")
+    backend_set = chosen is not default_parallel_config["backend"]
+    n_jobs_set = config.get("n_jobs") is not default_parallel_config["n_jobs"]
+    if not backend_set and not n_jobs_set:
         return None
     backend, n_jobs = joblib.parallel.get_active_backend()
-    chosen = config["backend"]
-    name = chosen if isinstance(chosen, str) else type(chosen).__name__
+    if backend_set:
+        name = chosen if isinstance(chosen, str) else type(chosen).__name__
+    else:
+        name = f"{type(backend).__name__}, joblib's default"
     return {"backend": backend, "n_jobs": n_jobs, "name": name}
 
 
 class ContextEngine(JoblibEngine):
-    """Whatever backend an enclosing `joblib.parallel_config` set (see `outer_joblib_config`)."""
+    """Whatever backend an enclosing `joblib.parallel_config` set (see `outer_joblib_config`),
+    with its n_jobs, or ours when it set none."""
+
+    name = "joblib-context"
 
     def __init__(self, n_jobs: int, **options):
         super().__init__(n_jobs, backend="context", **options)
+        self.name = "joblib-context"
         active, _ = joblib.parallel.get_active_backend()
-        self.uses_threads = bool(getattr(active, "uses_threads", False))
+        from joblib._parallel_backends import LokyBackend, MultiprocessingBackend
+
+        self.uses_threads = bool(getattr(active, "uses_threads", False)) or n_jobs == 1
+        self.shares_files = not self.uses_threads and \
+            isinstance(active, (LokyBackend, MultiprocessingBackend))
 
     def _make(self) -> joblib.Parallel:
-        return joblib.Parallel(return_as="generator_unordered", batch_size=1)
-
-    def start(self, warm_task: Task | None = None) -> float:
-        if self.uses_threads:
-            return 0.0
-        began = time.perf_counter()
-        list(self._make()(joblib.delayed(warm_up)(warm_task) for _ in range(self.n_jobs)))
-        return time.perf_counter() - began
+        return joblib.Parallel(n_jobs=self.n_jobs, return_as="generator_unordered", batch_size=1)
 
 
 class DaskEngine(Engine):
-    """Dask futures with deterministic keys; `address` None starts a LocalCluster."""
+    """Dask futures with deterministic keys; `address` None starts a LocalCluster (whose
+    workers, on this machine, read the memory-mapped bars; a remote cluster's get slices)."""
 
     name = "dask"
 
     def __init__(self, n_jobs: int, address: str | None = None, **options):
         super().__init__(n_jobs, **options)
         self.address = address
+        self.shares_files = address is None
         self._client = None
         self._cluster = None
 
@@ -199,13 +504,13 @@ class DaskEngine(Engine):
         return time.perf_counter() - began
 
     def run(self, tasks: Sequence[Task]) -> Iterator[list[ClusterResult]]:
-        from distributed import as_completed
+        from distributed import as_completed as dask_as_completed
 
         client = self._client
         futures = [client.submit(run_task, *task, key=f"backtester-task-{i}-{id(tasks)}",
                                  retries=1, pure=False) for i, task in enumerate(tasks)]
         try:
-            for future in as_completed(futures):
+            for future in dask_as_completed(futures):
                 yield future.result()
         finally:
             client.cancel([f for f in futures if not f.done()])
@@ -225,57 +530,29 @@ def register_engine(name: str, factory: Callable[..., Engine]) -> None:
     ENGINES[name] = factory
 
 
-for _name in ("sequential", "threading", "loky", "multiprocessing"):
+for _name in ("sequential", "threading", "loky"):
     register_engine(_name, lambda n_jobs, _b=_name, **kw: JoblibEngine(n_jobs, _b, **kw))
+register_engine("multiprocessing", ProcessPoolEngine)
 register_engine("dask", DaskEngine)
 register_engine("joblib-context", ContextEngine)
 
 
 def effective_n_jobs(backend: str, n_jobs: int) -> int:
-    """joblib's convention: -1 = all cores, -2 = all but one; sequential is always 1."""
+    """joblib's convention: -1 = all cores, -2 = all but one; sequential is always 1. For
+    `joblib-context`, the enclosing `parallel_config`'s n_jobs when it set one, else `n_jobs`,
+    as that backend counts them."""
     if backend == "sequential":
         return 1
     if backend == "joblib-context":
-        return joblib.effective_n_jobs()
+        active, context_jobs = joblib.parallel.get_active_backend()
+        return max(1, int(active.effective_n_jobs(context_jobs if context_jobs is not None
+                                                  else n_jobs)))
     if n_jobs < 0:
         return max(1, joblib.cpu_count() + 1 + n_jobs)
     return n_jobs
 
 
-def make_tasks(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, n_workers: int,
-               batch_size: int | str = "auto") -> list[Task]:
-    """Group consecutive clusters into tasks of balanced bar counts.
-
-    `auto` aims at 4 tasks per worker (load balance) and never splits below one cluster.
-    """
-    if not clusters:
-        return []
-    if batch_size == "auto":
-        n_tasks = min(len(clusters), max(1, 4 * n_workers)) if n_workers > 1 else len(clusters)
-    else:
-        n_tasks = max(1, -(-len(clusters) // int(batch_size)))
-    total = sum(c.n_read for c in clusters)
-    target = total / n_tasks
-    tasks, batch, size = [], [], 0
-    for cluster in clusters:
-        bars = barset.bars[cluster.symbol].slice(cluster.read_start, cluster.read_end)
-        batch.append((cluster, bars))
-        size += cluster.n_read
-        if size >= target * (len(tasks) + 1) - 1e-9 * total or cluster is clusters[-1]:
-            tasks.append((plan, tuple(batch), barset.sessions))
-            batch = []
-    if batch:
-        tasks.append((plan, tuple(batch), barset.sessions))
-    return tasks
-
-
-def warm_task(plan: Plan, clusters: Sequence[Cluster], barset: BarSet) -> Task | None:
-    """The smallest cluster as a task: enough to load every kernel the plan uses."""
-    if not clusters:
-        return None
-    smallest = min(clusters, key=lambda c: c.n_read)
-    bars = barset.bars[smallest.symbol].slice(smallest.read_start, smallest.read_end)
-    return (plan, ((smallest, bars),), barset.sessions)
+_LOST_WORKER = ("TerminatedWorkerError", "KilledWorker", "BrokenProcessPool")
 
 
 def run_clusters(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, *, backend: str,
@@ -283,18 +560,26 @@ def run_clusters(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, *, bac
                  progress: Callable[[ClusterResult], None] | None = None) -> ExecutionReport:
     """Run every cluster on `backend` and collect the results (in completion order).
 
-    The first error in any task stops the run: the engine is stopped (pending tasks cancelled)
-    and the error is re-raised with the cluster it came from.
+    The first error in any task stops the run: the engine is stopped (pending tasks cancelled,
+    process workers terminated), the workers' copy of the bars removed, and the error re-raised
+    with the cluster it came from (`ClusterError`), or as `WorkerLost` when a worker process
+    died. Ctrl-C (`KeyboardInterrupt`) cleans up the same way.
     """
     workers = effective_n_jobs(backend, n_jobs)
     engine = ENGINES[backend](workers, address=address) if backend == "dask" else \
         ENGINES[backend](workers)
-    tasks = make_tasks(plan, clusters, barset, workers, batch_size)
     cpu_before = time.process_time()
-    startup = engine.start(warm_task(plan, clusters, barset))
     results: list[ClusterResult] = []
+    shared: SharedBars | None = None
+    shipping = "views" if engine.uses_threads else "memmap" if engine.shares_files else "pickle"
     began = time.perf_counter()
     try:
+        if shipping == "memmap" and clusters:
+            shared = SharedBars(barset)
+        tasks = make_tasks(plan, clusters, barset, workers, batch_size, shared)
+        written = time.perf_counter() - began
+        startup = written + engine.start(warm_task(plan, clusters, barset, shared))
+        began = time.perf_counter()
         for batch in engine.run(tasks):
             for result in batch:
                 results.append(result)
@@ -303,12 +588,16 @@ def run_clusters(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, *, bac
     except ClusterError:
         raise
     except Exception as exc:
-        if type(exc).__name__ in ("TerminatedWorkerError", "KilledWorker"):
+        if type(exc).__name__ in _LOST_WORKER:
             raise WorkerLost(f"a {backend} worker process died while running clusters "
                              f"(killed, or out of memory?): {exc}".splitlines()[0]) from exc
         raise
     finally:
-        engine.stop()
+        try:
+            engine.stop()
+        finally:
+            if shared is not None:
+                shared.close()
     wall = time.perf_counter() - began
     cpu = time.process_time() - cpu_before
     if not engine.uses_threads:
@@ -317,4 +606,5 @@ def run_clusters(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, *, bac
                            wall_seconds=wall, startup_seconds=startup, cpu_seconds=cpu,
                            n_tasks=len(tasks),
                            cluster_seconds=tuple(r.seconds for r in sorted(
-                               results, key=lambda r: r.cluster.index)))
+                               results, key=lambda r: r.cluster.index)),
+                           shipping=shipping)
