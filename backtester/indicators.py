@@ -605,86 +605,85 @@ def relative_volume_1d_nb(volume: np.ndarray, session: np.ndarray, minute_of_day
     they are exact for integer volumes, and otherwise re-added from scratch once per
     `sessions + 1` sessions, which bounds their rounding."""
     n = volume.size
-    out = np.full(n, np.nan)
-    if n == 0:
-        return out
-    repeats = 0   # bars at or before the previous bar's minute in one session
-    fraction = 0.0
-    low = high = minute_of_day[0]
-    for i in range(n):
-        if np.isfinite(volume[i]):
-            fraction += volume[i] - np.floor(volume[i])
-        low = min(low, minute_of_day[i])
-        high = max(high, minute_of_day[i])
-        if i > 0:
-            repeats += session[i] == session[i - 1] and minute_of_day[i] <= minute_of_day[i - 1]
-    in_range = low >= 0 and high < 1440
-    minute = minute_of_day if in_range else minute_of_day % 1440
-    regular = repeats == 0 and in_range  # one bar per (session, minute)
+    out = np.empty(n)
     window = np.zeros((1440, 3))  # per minute: volume total, sessions, sessions with volume
     # The last session counted at each minute: added, added with volume, removed, removed ...
     marks = np.full((4, 1440), np.iinfo(np.int64).min, dtype=np.int64)
     capacity = sessions + 1  # sessions in the window, and the current one
-    queue = np.empty((capacity, 3), dtype=np.int64)  # session, first bar, end bar
+    queue = np.empty((capacity, 4), dtype=np.int64)  # session, first bar, end bar, regular
     oldest = size = laps = 0
-    first = session[0]
+    fractional = False  # integer volumes keep the running totals exact
+    first = session[0] if n > 0 else 0
     end = 0
     while end < n:
         start = end
         s = session[start]
+        regular = 0 <= minute_of_day[start] < 1440  # one bar per (session, minute)
+        end += 1
         while end < n and session[end] == s:
+            regular &= minute_of_day[end - 1] < minute_of_day[end] < 1440
             end += 1
         while size > 0 and queue[oldest, 0] < s - sessions:
-            _relative_volume_count_nb(volume, minute, queue[oldest, 1], queue[oldest, 2],
-                                      queue[oldest, 0], -1.0, regular, window, marks[2],
-                                      marks[3])
+            _relative_volume_count_nb(volume, minute_of_day, queue[oldest, 1], queue[oldest, 2],
+                                      queue[oldest, 0], -1.0, queue[oldest, 3] == 1, window,
+                                      marks[2], marks[3])
             oldest = oldest + 1 if oldest + 1 < capacity else 0
             size -= 1
         laps += 1
-        if fraction != 0.0 and laps % capacity == 0:
+        if fractional and laps % capacity == 0:
             for k in range(size):
                 q = (oldest + k) % capacity
                 for i in range(queue[q, 1], queue[q, 2]):
-                    window[minute[i], 0] = 0.0
+                    window[minute_of_day[i] % 1440, 0] = 0.0
             for k in range(size):
                 q = (oldest + k) % capacity
                 for i in range(queue[q, 1], queue[q, 2]):
                     if np.isfinite(volume[i]):
-                        window[minute[i], 0] += volume[i]
+                        window[minute_of_day[i] % 1440, 0] += volume[i]
         emit = s - sessions >= first
         if regular:  # the session's own bars never share a minute: add each once read
             for i in range(start, end):
                 v = volume[i]
+                m = minute_of_day[i]
+                if emit and window[m, 2] > 0.0 and np.isfinite(v):
+                    out[i] = v * window[m, 1] / window[m, 0]
+                else:
+                    out[i] = np.nan
                 if np.isfinite(v):
-                    m = minute[i]
-                    if emit and window[m, 2] > 0.0:
-                        out[i] = v * window[m, 1] / window[m, 0]
+                    fractional |= v != np.floor(v)
                     window[m, 0] += v
                     window[m, 1] += 1.0
                     window[m, 2] += 1.0 if v > 0.0 else 0.0
         else:
             for i in range(start, end):
-                m = minute[i]
-                if emit and window[m, 2] > 0.0 and np.isfinite(volume[i]):
-                    out[i] = volume[i] * window[m, 1] / window[m, 0]
-            _relative_volume_count_nb(volume, minute, start, end, s, 1.0, regular, window,
+                m = minute_of_day[i] % 1440
+                v = volume[i]
+                if emit and window[m, 2] > 0.0 and np.isfinite(v):
+                    out[i] = v * window[m, 1] / window[m, 0]
+                else:
+                    out[i] = np.nan
+                if np.isfinite(v):
+                    fractional |= v != np.floor(v)
+            _relative_volume_count_nb(volume, minute_of_day, start, end, s, 1.0, False, window,
                                       marks[0], marks[1])
         newest = oldest + size if oldest + size < capacity else oldest + size - capacity
         queue[newest, 0], queue[newest, 1], queue[newest, 2] = s, start, end
+        queue[newest, 3] = 1 if regular else 0
         size += 1
     return out
 
 
 @njit(cache=True, nogil=True)
-def _relative_volume_count_nb(volume, minute, start, end, s, sign, regular, window, counted,
-                              counted_volume) -> None:
-    """Add (`sign` 1) or remove (-1) the bars `[start, end)` of session `s`; with several bars
-    at one minute (`regular` False) the session counts once there."""
+def _relative_volume_count_nb(volume, minute_of_day, start, end, s, sign, regular, window,
+                              counted, counted_volume) -> None:
+    """Add (`sign` 1) or remove (-1) the bars `[start, end)` of session `s` to or from the
+    window; a session counts once at a minute, however many bars it has there (`regular`:
+    one bar per minute, all within 0..1439)."""
     if regular:
         for i in range(start, end):
             v = volume[i]
             if np.isfinite(v):
-                m = minute[i]
+                m = minute_of_day[i]
                 window[m, 0] += sign * v
                 window[m, 1] += sign
                 window[m, 2] += sign if v > 0.0 else 0.0
@@ -693,7 +692,7 @@ def _relative_volume_count_nb(volume, minute, start, end, s, sign, regular, wind
         v = volume[i]
         if not np.isfinite(v):
             continue
-        m = minute[i]
+        m = minute_of_day[i] % 1440
         window[m, 0] += sign * v
         if counted[m] != s:
             counted[m] = s

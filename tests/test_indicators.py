@@ -742,16 +742,18 @@ def test_relative_volume_equals_the_same_minute_mean_of_previous_sessions(sessio
 @settings(deadline=None, max_examples=10)
 @given(seed=st.integers(0, 2**16))
 def test_relative_volume_with_several_bars_a_minute_and_fractional_volumes(sessions, seed):
-    # 20-second bars: three per (session, minute) cell; volumes such as crypto's.
+    # Some sessions of 20-second bars (three per minute), some with minutes past 1439 (read
+    # modulo a day); volumes such as crypto's.
     bars = drop_random_bars(make_bars(seed), seed, share=0.2)
-    minute = 570 + (np.arange(len(bars["close"])) % BARS_PER_SESSION) // 3
+    session, position = bars["session"], bars["minute_of_day"] - 570
+    minute = 570 + np.where(session % 2 == 1, position, position // 3) + 1440 * (session % 5 == 0)
     volume = bars["volume"] * 0.37
     volume[np.random.default_rng(seed).random(len(volume)) < 0.01] = np.nan
     rvol = compute("relative_volume", volume, bars["session"], minute, sessions=sessions)
     keep = np.isfinite(volume)  # a bad volume is not remembered: as if the bar were missing
     expected = np.full(len(volume), np.nan)
-    expected[keep] = pandas_relative_volume(volume[keep], bars["session"][keep], minute[keep],
-                                            sessions)
+    expected[keep] = pandas_relative_volume(volume[keep], bars["session"][keep],
+                                            minute[keep] % 1440, sessions)
     assert_close(rvol, expected, rtol=1e-9)
 
 
