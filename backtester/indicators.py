@@ -769,11 +769,12 @@ def _directional_movement(high: np.ndarray, low: np.ndarray, close: np.ndarray) 
 
 
 @njit(cache=True, nogil=True)
-def zscore_1d_nb(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """z-score from a rolling mean and standard deviation, NaN where std is 0 (a flat window).
-    Equivalent to ``(values - mean) / std.where(std != 0)``."""
+def zscore_1d_nb(values: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                 out: np.ndarray) -> np.ndarray:
+    """z-score from a rolling mean and standard deviation, NaN where std is 0 (a flat window),
+    written into `out` (which may be `std` itself: a fresh 1M-bar array costs more in page
+    faults than this loop) and returned. Equivalent to ``(values - mean) / std.where(std != 0)``."""
     n = values.size
-    out = np.empty(n)
     for i in range(n):
         divisor = std[i] if std[i] != 0.0 else np.nan
         out[i] = (values[i] - mean[i]) / divisor
@@ -942,8 +943,8 @@ def _momentum(values, period):
 @_talib("SMA", "STDDEV")
 @_ours(zscore_1d_nb)
 def _zscore(values, period):
-    return zscore_1d_nb(values, talib.SMA(values, timeperiod=period),
-                        talib.STDDEV(values, timeperiod=period, nbdev=1.0))
+    std = talib.STDDEV(values, timeperiod=period, nbdev=1.0)
+    return zscore_1d_nb(values, talib.SMA(values, timeperiod=period), std, std)
 
 
 @_talib("STDDEV")

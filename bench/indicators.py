@@ -152,7 +152,7 @@ def own_kernel_rows(bars, repeat: int) -> list[str]:
         ("percent_b_1d_nb (bbands.percent_b)", lambda: indicators.percent_b_1d_nb(c, upper, lower)),
         ("bandwidth_1d_nb (bbands.bandwidth)",
          lambda: indicators.bandwidth_1d_nb(upper, middle, lower)),
-        ("zscore_1d_nb", lambda: indicators.zscore_1d_nb(c, mean, std)),
+        ("zscore_1d_nb", lambda: indicators.zscore_1d_nb(c, mean, std, np.empty_like(c))),
         ("stochastic_of_1d_nb (stochrsi)",
          lambda: indicators.stochastic_of_1d_nb(rsi, highest, lowest, 1e-6)),
         ("finite scan of one input (`_all_finite_nb`)", lambda: indicators._all_finite_nb(c)),
