@@ -226,7 +226,7 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
     horizons = {h.label: h for a in cfg.alerts for h in a.forward}
     run_stats = stats.compute_stats(merged.alerts, merged.trades, merged.forward,
                                     list(horizons.values()), timezone=barset.timezone,
-                                    n_bars=barset.n_bars)
+                                    n_bars=barset.n_bars, **stats.data_period(barset))
     summary["stats"] = run_stats
     manifest = make_manifest(cfg, prep, started, time.perf_counter() - t0)
     output_dir = None

@@ -19,14 +19,17 @@ Definitions (also printed at the end of `summary.md`)
   ``total_return = prod(1 + r) - 1``. Where trades of several alerts or symbols overlap in time
   this is a per-trade compounding, not a portfolio simulation. Max drawdown is the worst fall of
   that curve from its running peak (starting equity 1), as a negative fraction.
-- Annualised return: ``(1 + total) ** (1 / years) - 1`` over the run's span in calendar years
-  (`start`/`end`, default the first alert to the last exit); ``None`` for spans under
-  `MIN_ANNUALISED_DAYS` (28) calendar days, where annualising magnifies noise.
-- Daily returns compound the trades exiting on each exchange-local day; days of the run without
-  an exit count as 0. Trading days are `trading_days` when given, else the weekdays between the
-  first and last day of the run. Sharpe = mean / std (ddof 1) x sqrt(252); Sortino = mean /
-  downside deviation (root mean square of negative daily returns over all days) x sqrt(252);
-  risk-free rate 0.
+- The period is the data's, not the alerts': `start`/`end` are the first and last bar of the
+  data (`data_period`), so a strategy that fired only in March of a year of data is annualised
+  over the year, as holding cash the rest of it.
+- Annualised return: ``(1 + total) ** (1 / years) - 1`` over that period in calendar years;
+  ``None`` for periods under `MIN_ANNUALISED_DAYS` (28) calendar days, where annualising
+  magnifies noise.
+- Daily returns compound the trades exiting on each exchange-local day; sessions of the period
+  without an exit count as 0. Trading days are the sessions of the period from the session
+  table (`trading_days`: holidays are not trading days). Sharpe = mean / std (ddof 1) x
+  sqrt(252); Sortino = mean / downside deviation (root mean square of negative daily returns
+  over all days) x sqrt(252); risk-free rate 0.
 - Exposure: held bars of the taken trades / `n_bars` (bars in the run summed over symbols);
   ``None`` without `n_bars`. Overall exposure adds all alerts' trades, so it can exceed 1 when
   alerts hold the same symbol at once.
@@ -45,7 +48,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-__all__ = ["compute_stats", "render_markdown"]
+__all__ = ["compute_stats", "data_period", "render_markdown"]
 
 TRADING_DAYS_PER_YEAR = 252
 MIN_ANNUALISED_DAYS = 28
@@ -54,25 +57,26 @@ _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def compute_stats(alerts: pd.DataFrame, trades: pd.DataFrame, forward: pd.DataFrame,
-                  horizons: Sequence, *, timezone: str, seed: int = 0,
-                  n_bars: int | None = None, trading_days: int | None = None,
-                  start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
-                  n_resamples: int = 2000) -> dict:
+                  horizons: Sequence, *, timezone: str, start: pd.Timestamp | None,
+                  end: pd.Timestamp | None, trading_days: int | None, seed: int = 0,
+                  n_bars: int | None = None, n_resamples: int = 2000) -> dict:
     """Statistics overall and per alert, as ``{"overall": {...}, "alerts": {name: {...}}}``.
 
     `alerts` has ``timestamp`` (tz-aware), ``symbol``, ``alert``; `trades` the taken trades
     (``alert, symbol, signal_time, entry_time, entry_price, exit_time, exit_price, reason,
     bars_held, return, gross_return, mfe, mae, both_touched``); `forward` one row per alert event
     with ``alert`` and ``ret_L, mfe_L, mae_L, complete_L`` per horizon label. Any of them may be
-    empty. See the module docstring for each definition. For example
-    ``compute_stats(alerts, trades, forward, horizons, timezone="America/New_York", n_bars=
-    len(bars))["overall"]["trades"]["win_rate"]``.
+    empty. `start`, `end` and `trading_days` describe the data, not the events: its first and
+    last bar and its number of sessions (`data_period` reads them off a `BarSet`; None where
+    there are no bars). See the module docstring for each definition. For example
+    ``compute_stats(alerts, trades, forward, horizons, timezone="America/New_York",
+    **data_period(bars), n_bars=bars.n_bars)["overall"]["trades"]["win_rate"]``.
     """
     labels = [h.label for h in horizons]
     alerts = _localised(alerts, "timestamp", timezone)
     trades = _localised(trades, "exit_time", timezone)
-    span_start, span_end = _span(alerts, trades, timezone, start, end)
-    days = _trading_days(span_start, span_end, trading_days)
+    span_start, span_end = (None if t is None else _stamp(t, timezone) for t in (start, end))
+    days = None if trading_days is None else int(trading_days)
     context = {"labels": labels, "seed": seed, "n_bars": n_bars, "days": days,
                "span": (span_start, span_end), "n_resamples": n_resamples}
     names = sorted(set(_column(alerts, "alert")) | set(_column(trades, "alert"))
@@ -92,6 +96,25 @@ def compute_stats(alerts: pd.DataFrame, trades: pd.DataFrame, forward: pd.DataFr
         result["alerts"][str(name)] = _block(
             str(name), _rows(alerts, name), _rows(trades, name), _rows(forward, name), context)
     return result
+
+
+def data_period(barset) -> dict:
+    """``{"start", "end", "trading_days"}`` of a `BarSet`, for `compute_stats`: the first and
+    last bar's open (exchange time) over all symbols, and the sessions from the first bar's to
+    the last bar's in the session table (so holidays are not counted). None values without bars.
+
+    For example, XNYS 1-minute bars from 2024-01-02 to 2024-12-31 give 252 trading days.
+    """
+    nonempty = [b for b in barset.bars.values() if len(b)]
+    if not nonempty:
+        return {"start": None, "end": None, "trading_days": None}
+    first = min(int(b.timestamp[0]) for b in nonempty)
+    last = max(int(b.timestamp[-1]) for b in nonempty)
+    sessions = (max(int(b.session[-1]) for b in nonempty)
+                - min(int(b.session[0]) for b in nonempty) + 1)
+    return {"start": pd.Timestamp(first, tz="UTC").tz_convert(barset.timezone),
+            "end": pd.Timestamp(last, tz="UTC").tz_convert(barset.timezone),
+            "trading_days": sessions}
 
 
 def render_markdown(stats: dict, *, title: str) -> str:
@@ -387,32 +410,12 @@ def _localised(frame: pd.DataFrame | None, column: str, timezone: str) -> pd.Dat
     return frame
 
 
-def _span(alerts: pd.DataFrame, trades: pd.DataFrame, timezone: str, start, end) -> tuple:
-    times = []
-    if not alerts.empty and "timestamp" in alerts:
-        times += [alerts["timestamp"].min(), alerts["timestamp"].max()]
-    if not trades.empty and "exit_time" in trades:
-        times += [trades["exit_time"].min(), trades["exit_time"].max()]
-    times = [t for t in times if not pd.isna(t)]
-
-    def stamp(value):
-        value = pd.Timestamp(value)
-        if value.tzinfo is None:
-            value = value.tz_localize(timezone)
-        return value.tz_convert(timezone)
-
-    first = stamp(start) if start is not None else (min(times) if times else None)
-    last = stamp(end) if end is not None else (max(times) if times else None)
-    return first, last
-
-
-def _trading_days(start, end, trading_days: int | None) -> int | None:
-    if trading_days is not None:
-        return int(trading_days)
-    if start is None or end is None:
-        return None
-    return int(len(pd.bdate_range(start.normalize().tz_localize(None),
-                                  end.normalize().tz_localize(None))))
+def _stamp(value, timezone: str) -> pd.Timestamp:
+    """`value` as a Timestamp in `timezone` (naive values are read as exchange time)."""
+    value = pd.Timestamp(value)
+    if value.tzinfo is None:
+        value = value.tz_localize(timezone)
+    return value.tz_convert(timezone)
 
 
 def _column(frame: pd.DataFrame, name: str) -> list:

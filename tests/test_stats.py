@@ -9,11 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtester.stats import compute_stats, render_markdown
+import backtester
+from backtester.bars import from_frame
+from backtester.stats import compute_stats, data_period, render_markdown
 from backtester.trades import Horizon
 
 TZ = "America/New_York"
 HORIZONS = (Horizon("5", bars=5), Horizon("eod", eod=True))
+NO_PERIOD = {"start": None, "end": None, "trading_days": None}
 
 
 def alerts_frame():
@@ -49,7 +52,9 @@ def forward_frame():
 
 def stats(**kwargs):
     args = {"alerts": alerts_frame(), "trades": trades_frame(), "forward": forward_frame(),
-            "horizons": HORIZONS, "timezone": TZ, "n_bars": 1000}
+            "horizons": HORIZONS, "timezone": TZ, "n_bars": 1000,
+            "start": pd.Timestamp("2024-01-02 09:30", tz=TZ),
+            "end": pd.Timestamp("2024-01-05 15:59", tz=TZ), "trading_days": 4}
     args.update(kwargs)
     return compute_stats(**args)
 
@@ -85,7 +90,7 @@ def test_bootstrap_intervals_are_deterministic_per_seed():
 
     def interval(seed):
         return compute_stats(pd.DataFrame(), pd.DataFrame(), forward, HORIZONS[:1], timezone=TZ,
-                             seed=seed)["alerts"]["x"]["forward"]["5"]["mean_ci95"]
+                             seed=seed, **NO_PERIOD)["alerts"]["x"]["forward"]["5"]["mean_ci95"]
 
     assert interval(0) == interval(0)
     assert interval(1) != interval(0)
@@ -97,7 +102,7 @@ def test_bootstrap_interval_covers_a_known_mean():
     forward = pd.DataFrame({"alert": "x", "ret_5": values, "mfe_5": 0.0, "mae_5": 0.0,
                             "complete_5": True})
     f = compute_stats(pd.DataFrame(), pd.DataFrame(), forward, HORIZONS[:1],
-                      timezone=TZ)["overall"]["forward"]["5"]
+                      timezone=TZ, **NO_PERIOD)["overall"]["forward"]["5"]
     half_width = 1.96 * values.std() / math.sqrt(len(values))
     assert f["mean_ci95"][0] == pytest.approx(values.mean() - half_width, abs=2e-4)
     assert f["mean_ci95"][1] == pytest.approx(values.mean() + half_width, abs=2e-4)
@@ -158,7 +163,8 @@ def test_profit_factor_without_losses_is_none_not_inf():
 
 
 def test_empty_inputs_give_zeros_and_nones_never_a_crash():
-    empty = compute_stats(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), HORIZONS, timezone=TZ)
+    empty = compute_stats(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), HORIZONS, timezone=TZ,
+                          **NO_PERIOD)
     assert empty["overall"]["fires"] == 0 and empty["alerts"] == {}
     t = empty["overall"]["trades"]
     assert t["count"] == 0 and t["total_return"] == 0.0 and t["sharpe"] is None
@@ -187,3 +193,54 @@ def test_markdown_summary_is_readable():
     assert "profit factor | 5.00" in text
     assert "both stop and target touched (stop taken) | 1" in text
     assert "No trades." in text  # pop
+
+
+# ---- the period is the data's, not the alerts' ------------------------------------------------
+
+def year_of_bars(calendar="XNYS"):
+    """XNYS 1-minute bars, 2024-01-02 to 2024-12-31, one bar an hour (7 a session)."""
+    from backtester.sessions import from_calendar
+
+    sessions = from_calendar("XNYS", pd.Timestamp("2024-01-02").date(),
+                             pd.Timestamp("2024-12-31").date(), TZ)
+    stamps = np.concatenate([np.arange(o, c, 3600 * 10**9)
+                             for o, c in zip(sessions.open_ns, sessions.close_ns)])
+    close = 100 + np.sin(np.arange(len(stamps)) / 7.0)
+    frame = pd.DataFrame({"timestamp": pd.DatetimeIndex(stamps.astype("datetime64[ns]"),
+                                                        tz="UTC"),
+                          "symbol": "AAA", "open": close, "high": close + 0.5,
+                          "low": close - 0.5, "close": close, "volume": 1000.0})
+    return from_frame(frame, timezone=TZ, calendar=calendar)
+
+
+def test_data_period_counts_sessions_not_weekdays():
+    period = data_period(year_of_bars())
+    assert period["start"] == pd.Timestamp("2024-01-02 09:30", tz=TZ)
+    assert period["end"].date() == pd.Timestamp("2024-12-31").date()
+    assert period["trading_days"] == 252   # 262 weekdays, 10 of them NYSE holidays
+    assert data_period(year_of_bars(calendar="none"))["trading_days"] == 252
+
+
+def test_statistics_span_the_data_even_when_alerts_fire_only_in_two_months():
+    bars = year_of_bars()
+    config = {"name": "span", "data": {"path": "<frame>"},
+              "alerts": [{"name": "a", "when": "close > 100.9", "between": ["10:00", "11:00"],
+                          "trade": {"max_bars": 2}}],
+              "schedule": {"cluster_by": "month"}, "execution": {"backend": "sequential"}}
+    result = backtester.run(config, bars=bars, write=False)
+    trades = result.trades
+    inside = trades[(trades["signal_time"].dt.month >= 2) & (trades["signal_time"].dt.month <= 3)]
+    assert len(inside) >= 5
+    definitions = result.summary["stats"]["definitions"]
+    assert definitions["trading_days"] == 252
+    assert definitions["period_start"].startswith("2024-01-02T09:30")
+    assert definitions["period_end"].startswith("2024-12-31")
+    # the same trades alone, over Feb-Mar only: the statistics still span the year
+    only = compute_stats(result.alerts.iloc[:0], inside, result.forward.iloc[:0], (),
+                         timezone=TZ, **data_period(bars), n_bars=bars.n_bars)
+    total = only["overall"]["trades"]["total_return"]
+    years = (pd.Timestamp(definitions["period_end"]) - pd.Timestamp(
+        definitions["period_start"])) / pd.Timedelta(days=365.25)
+    assert only["overall"]["trades"]["annualized_return"] == pytest.approx(
+        (1 + total) ** (1 / years) - 1)
+    assert only["definitions"]["trading_days"] == 252
