@@ -52,8 +52,8 @@ class RunResult:
     alerts: pd.DataFrame
     forward: pd.DataFrame
     trades: pd.DataFrame
-    summary: dict[str, Any]
-    stats: dict[str, Any]
+    summary: dict[str, Any]          # summary.json's content; the statistics dict is ["stats"]
+    stats: pd.DataFrame              # one row per alert plus "(all)" (`stats.stats_frame`)
     timing: dict[str, Any]
     manifest: dict[str, Any]
     output_dir: Path | None = None
@@ -234,7 +234,8 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
         output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest,
                                    label=prep.output_label, hint=prep.output_hint)
     return RunResult(config=cfg, plan=plan, alerts=merged.alerts, forward=merged.forward,
-                     trades=merged.trades, summary=summary, stats=run_stats, timing=timing,
+                     trades=merged.trades, summary=summary, stats=stats.stats_frame(run_stats),
+                     timing=timing,
                      manifest=manifest, output_dir=output_dir, layout=layout)
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-__all__ = ["compute_stats", "data_period", "render_markdown"]
+__all__ = ["compute_stats", "data_period", "render_markdown", "stats_frame"]
 
 TRADING_DAYS_PER_YEAR = 252
 MIN_ANNUALISED_DAYS = 28
@@ -115,6 +115,49 @@ def data_period(barset) -> dict:
     return {"start": pd.Timestamp(first, tz="UTC").tz_convert(barset.timezone),
             "end": pd.Timestamp(last, tz="UTC").tz_convert(barset.timezone),
             "trading_days": sessions}
+
+
+OVERALL = "(all)"
+"""The row label of the all-alerts row in `stats_frame` (no alert name can contain '(')."""
+
+_TRADE_COLUMNS = ("count", "wins", "losses", "win_rate", "avg_win", "avg_loss", "profit_factor",
+                  "expectancy", "total_return", "annualized_return", "max_drawdown", "sharpe",
+                  "sortino", "exposure", "avg_bars_held", "longest_losing_streak",
+                  "both_touched")
+_FORWARD_COLUMNS = ("n", "incomplete", "hit_rate", "mean", "median", "mean_mfe", "mean_mae")
+
+
+def stats_frame(stats: dict) -> pd.DataFrame:
+    """`compute_stats`' result as a DataFrame: one row per alert, indexed by ``alert``, after a
+    first row `OVERALL` (``"(all)"``) for all alerts together.
+
+    Columns: ``fires``; the trade statistics, prefixed ``trades`` for the count and named as in
+    the dict otherwise (``win_rate``, ``profit_factor``, ``sharpe``, ...), plus ``exits_<reason>``
+    counts; per forward horizon ``L``: ``fwd_L_n``, ``fwd_L_incomplete``, ``fwd_L_hit_rate``,
+    ``fwd_L_mean``, ``fwd_L_mean_ci_low`` / ``_high``, ``fwd_L_median``,
+    ``fwd_L_median_ci_low`` / ``_high``, ``fwd_L_mean_mfe``, ``fwd_L_mean_mae``. Undefined
+    values (None in the dict) are NaN. Fires by hour and weekday stay in the dict. For example
+    ``stats_frame(s).loc["(all)", "win_rate"]``.
+    """
+    blocks = [(OVERALL, stats["overall"]), *stats.get("alerts", {}).items()]
+    reasons = sorted({r for _, b in blocks for r in b["trades"]["reasons"]})
+    rows = []
+    for name, block in blocks:
+        trades = block["trades"]
+        row = {"alert": name, "fires": block["fires"], "trades": trades["count"]}
+        row.update({key: trades[key] for key in _TRADE_COLUMNS if key != "count"})
+        row.update({f"exits_{r}": trades["reasons"].get(r, 0) for r in reasons})
+        for label, fwd in block["forward"].items():
+            for key in _FORWARD_COLUMNS:
+                row[f"fwd_{label}_{key}"] = fwd[key]
+            for key in ("mean", "median"):
+                low, high = fwd[f"{key}_ci95"] or (None, None)
+                row[f"fwd_{label}_{key}_ci_low"] = low
+                row[f"fwd_{label}_{key}_ci_high"] = high
+        rows.append(row)
+    frame = pd.DataFrame(rows).set_index("alert")
+    return frame.apply(lambda column: pd.to_numeric(column.astype(object).where(
+        column.notna(), np.nan)))
 
 
 def render_markdown(stats: dict, *, title: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 import backtester
 from backtester.bars import from_frame
-from backtester.stats import compute_stats, data_period, render_markdown
+from backtester.stats import OVERALL, compute_stats, data_period, render_markdown, stats_frame
 from backtester.trades import Horizon
 
 TZ = "America/New_York"
@@ -171,6 +171,7 @@ def test_empty_inputs_give_zeros_and_nones_never_a_crash():
     assert empty["overall"]["forward"]["5"]["mean"] is None
     json.dumps(empty, allow_nan=False)
     render_markdown(empty, title="empty")
+    assert stats_frame(empty).index.tolist() == [OVERALL]
 
 
 def test_alert_without_trades_still_has_a_block():
@@ -244,3 +245,31 @@ def test_statistics_span_the_data_even_when_alerts_fire_only_in_two_months():
     assert only["overall"]["trades"]["annualized_return"] == pytest.approx(
         (1 + total) ** (1 / years) - 1)
     assert only["definitions"]["trading_days"] == 252
+
+
+def test_stats_frame_has_one_row_per_alert_and_an_overall_row():
+    s = stats()
+    frame = stats_frame(s)
+    assert frame.index.tolist() == [OVERALL, "dip", "pop"] and frame.index.name == "alert"
+    assert frame.loc["dip", "fires"] == 3 and frame.loc["dip", "trades"] == 3
+    assert frame.loc["dip", "win_rate"] == pytest.approx(2 / 3)
+    assert frame.loc[OVERALL, "exits_sl"] == 1 and frame.loc["pop", "exits_sl"] == 0
+    assert frame.loc["dip", "fwd_5_mean"] == pytest.approx(0.02 / 3)
+    low, high = s["alerts"]["dip"]["forward"]["5"]["mean_ci95"]
+    assert (frame.loc["dip", "fwd_5_mean_ci_low"], frame.loc["dip", "fwd_5_mean_ci_high"]) == (
+        low, high)
+    assert np.isnan(frame.loc["pop", "profit_factor"])   # None in the dict
+    assert all(dtype.kind in "fi" for dtype in frame.dtypes)
+
+
+def test_run_result_stats_is_a_frame_and_the_dict_stays_in_the_summary():
+    bars = year_of_bars()
+    config = {"name": "frame", "data": {"path": "<frame>"},
+              "alerts": [{"name": "a", "when": "close > 100.9", "forward": [3],
+                          "trade": {"max_bars": 2}}],
+              "schedule": {"cluster_by": "month"}, "execution": {"backend": "sequential"}}
+    result = backtester.run(config, bars=bars, write=False)
+    assert isinstance(result.stats, pd.DataFrame)
+    assert result.stats.index.tolist() == [OVERALL, "a"]
+    assert result.stats.loc["a", "trades"] == len(result.trades)
+    assert result.summary["stats"]["alerts"]["a"]["trades"]["count"] == len(result.trades)
