@@ -97,11 +97,25 @@ def choose_layout(plan: Plan, barset: BarSet, n_workers: int) -> tuple[str, int 
     # Smallest cluster for which the halo is <= 10% of the work.
     min_size = max(2000, int(10 * warm))
     target_clusters = max(1, 4 * n_workers)
-    per_symbol_clusters = max(1, min(int(per_symbol // min_size),
-                                     -(-target_clusters // n_symbols)))
-    reason = (f"{n_symbols} symbols x {per_symbol_clusters} clusters each: at least "
-              f"{target_clusters} clusters for {n_workers} workers, each >= {min_size} bars so the "
-              f"halo ({int(warm)} bars) costs <= 10%")
+    fit = int(per_symbol // min_size)           # clusters per symbol the halo allows
+    per_symbol_clusters = max(1, min(fit, -(-target_clusters // n_symbols)))
+    made = n_symbols * per_symbol_clusters
+    halo = f"the size at which the halo ({int(warm)} bars) costs <= 10%"
+    reason = (f"{made} clusters ({n_symbols} symbol{'s' if n_symbols != 1 else ''} x "
+              f"{per_symbol_clusters}, "
+              f"~{per_symbol / per_symbol_clusters:,.0f} bars each) for {n_workers} "
+              f"worker{'s' if n_workers != 1 else ''}: ")
+    if made >= target_clusters:
+        reason += f"at least the {target_clusters} (4 per worker) that balance the load"
+    else:
+        reason += f"fewer than the {target_clusters} (4 per worker) that would balance the load"
+    if fit < 1:
+        reason += f"; no symbol is split, as its clusters would be under {min_size} bars, {halo}"
+    elif made < target_clusters:
+        reason += (f", because ~{per_symbol:,.0f} bars per symbol allow at most {fit} clusters "
+                   f"of >= {min_size} bars, {halo}")
+    else:
+        reason += f", each >= {min_size} bars, {halo}"
     return "count", per_symbol_clusters, reason
 
 

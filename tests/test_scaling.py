@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+import backtester
 from backtester import synth
 from backtester.bars import from_frame
 from backtester.errors import ConfigError
@@ -136,3 +137,24 @@ def test_run_scale_command_writes_the_report_atomically(small_bars, tmp_path, mo
     printed = capsys.readouterr().out
     assert "| threading | 2 |" in printed and "scaling.md" in printed
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp folder left
+
+
+@pytest.mark.parametrize(("symbols", "alert", "expected"), [
+    (4, "rsi(14) < 30", "8 clusters (4 symbols x 2, ~8,190 bars each) for 2 workers: at least the "
+     "8 (4 per worker) that balance the load, each >= 7740 bars"),
+    (4, "close < ema(2000)", "4 clusters (4 symbols x 1, ~16,380 bars each) for 2 workers: fewer "
+     "than the 8 (4 per worker) that would balance the load; no symbol is split, as its clusters "
+     "would be under"),
+    (1, "rsi(14) < 30", "2 clusters (1 symbol x 2, ~8,190 bars each) for 2 workers: fewer "
+     "than the 8 (4 per worker) that would balance the load, because ~16,380 bars per symbol "
+     "allow at most 2 clusters of >= 7740 bars"),
+])
+def test_auto_layout_says_what_it_made_and_why(symbols, alert, expected):
+    frame = synth.generate(synth.symbol_names(symbols), "2024-03-01", "2024-04-30", seed=5)
+    prep = backtester.prepare({"name": "auto", "data": {"path": "<frame>"},
+                               "alerts": [{"name": "a", "when": alert}],
+                               "schedule": {"cluster_by": "auto"},
+                               "execution": {"backend": "loky", "n_jobs": 2}},
+                              bars=from_frame(frame, timezone="America/New_York"))
+    assert prep.layout.reason.startswith(expected), prep.layout.reason
+    assert prep.layout.reason.startswith(f"{len(prep.layout.clusters)} clusters")
