@@ -24,6 +24,8 @@ sequential result.
 
 Simulation conventions (all prices are the bar's own OHLC)
 ----------------------------------------------------------
+docs/trades.md tells the same for users, and compares them with backtesting.py's and vectorbt's.
+
 - Entry: `next_open` fills at the open of the bar after the signal bar (the *entry bar*);
   `close` fills at the signal bar's close and the trade is exposed from the next bar on
   (`stops_on_entry_bar` then has nothing to act on). Slippage moves every fill adversely.
@@ -32,10 +34,18 @@ Simulation conventions (all prices are the bar's own OHLC)
   Percent levels are ``base * (1 +/- v)``, ATR levels ``base +/- v * atr[signal bar]``, absolute
   levels ``base +/- v``. A level whose ATR is NaN (warm-up) never triggers.
 - Held bars: the bars whose price path the open position is exposed to; with `next_open` the
-  first one is the entry bar. On each held bar, in this order:
+  first one is the entry bar, with `close` the bar after the signal bar (the signal bar's close
+  is the fill, so the position sees none of that bar). `max_bars` counts held bars, so both
+  entries hold the same bars and a time exit leaves at the same open (``signal + max_bars + 1``);
+  with `next_open` this is "the entry bar counted". On each held bar, in this order:
   1. exits decided before the bar, at its open: the time exit (``max_bars`` held bars already
      done; it wins over any level touched later in the bar), then `exit_when` true at the
-     previous held bar's close (reason ``signal``);
+     previous held bar's close (reason ``signal``). The rule is read at the close of every
+     held bar, the first at the close of the first held bar: a flag at the close where the
+     trade is entered (`entry: close`'s signal bar, or the signal bar of `next_open`) is not
+     acted on, as in backtesting.py's event loop (the position opens after that bar's
+     decision); vectorbt would call it a conflict and, by default, skip the entry instead.
+     Write ``when: A and not B`` to keep out of such trades;
   2. gaps: a bar opening at or beyond the stop fills at the open (``sl_gap``, or ``trail`` when
      the trailing stop is the tighter stop), one opening at or beyond the target fills at the
      open (``tp_gap``);

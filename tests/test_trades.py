@@ -216,6 +216,28 @@ def test_entry_on_close_fills_at_the_signal_close_and_checks_from_the_next_bar()
     assert r["reason_name"] == ["tp"] and r["exit_idx"][0] == 1
 
 
+def test_max_bars_counts_held_bars_so_both_entries_exit_at_the_same_open():
+    # entry: close fills at bar 0's close and is exposed from bar 1 on; next_open fills at
+    # bar 1's open. Both hold bars 1 and 2 and leave at bar 3's open (docs/trades.md).
+    rows = [FLAT, FLAT, FLAT, (100.3, 100.4, 99.9, 100), FLAT]
+    for entry in ("close", "next_open"):
+        r = run(TradeSpec(entry=entry, max_bars=2), rows)
+        assert r["reason_name"] == ["time"], entry
+        assert r["exit_idx"][0] == 3 and r["exit_price"][0] == 100.3, entry
+        assert r["bars_held"][0] == 2, entry
+
+
+def test_exit_when_counts_from_the_first_close_after_the_fill():
+    mask = np.array([True, True, False, False, False])
+    # entry: close at bar 0's close: the exit flag of that same close (the entry decision's
+    # bar) is not acted on; bar 1's flag is, at bar 2's open
+    r = run(TradeSpec(entry="close", exit_when="x", max_bars=10), [FLAT] * 5, exit_signal=mask)
+    assert r["reason_name"] == ["signal"] and r["exit_idx"][0] == 2
+    # next_open at bar 1's open: bar 1 is held, so its close's flag exits at bar 2's open
+    r = run(TradeSpec(exit_when="x", max_bars=10), [FLAT] * 5, exit_signal=mask)
+    assert r["reason_name"] == ["signal"] and r["exit_idx"][0] == 2 and r["bars_held"][0] == 1
+
+
 def test_commission_and_slippage_are_charged_on_both_fills():
     spec = TradeSpec(max_bars=1, slippage=Level("percent", 0.001),
                      commission=Commission(per_share=0.01, percent=0.001, minimum=0.5),
