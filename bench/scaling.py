@@ -16,9 +16,10 @@ sequential run's, and peak memory: RSS of the process tree sampled every 10 ms, 
 imports, the bytes of bars held, and (peak - baseline) / bars bytes (goal < 1.5), plus
 `ru_maxrss` of the process and its reaped children. Also: joblib's own per-task overhead
 and bare worker start-up per backend (trivial tasks), and a breakdown of where the parallel
-time goes (compute inflation, parent CPU, idle/imbalance). Variants that show what proposed
-engine fixes would buy (`--variants`, on by default): loky on memory-mapped bars, threading with
-glibc malloc's arenas limited to one.
+time goes (compute inflation, parent CPU, idle/imbalance), and how bars reached the workers
+(views for threads; for processes a memory-mapped copy written once per run, which the memory
+figures include). A variant that shows what a proposed change would buy (`--variants`, on by
+default): threading with glibc malloc's arenas limited to one.
 
 Usage::
 
@@ -58,8 +59,9 @@ GOALS = {"loky": 1.85, "threading": 1.8}
 MEMORY_GOAL = 1.5
 
 # 16 alerts over 12 distinct indicators; parameters vary so each alert computes its own series.
-# Alerts with trades skip the last minutes of the session: besides being what a trader does, it
-# keeps clear of a merge bug with a signal on the data's last bar (see docs/performance.md).
+# Alerts with trades skip the last minutes of the session, as a trader opening a position would.
+# (This once also kept clear of a merge bug with a signal on the data's last bar, fixed in
+# 0deaae4: trades are matched to fires by signal row. It stays so figures remain comparable.)
 ALERTS = [
     {"name": f"rsi_dip_{p}", "when": f"crosses_below(rsi({p}), 30) and close < bbands({p + 6}, 2).lower",
      "skip_first": "15min", "skip_last": "5min", "forward": [15, 60],
@@ -163,7 +165,7 @@ def write_config_yaml(config: dict) -> Path:
 # Memory: proportional set size (PSS) of a process tree from /proc (Linux), sampled in a thread.
 # PSS splits shared pages (libraries, fork's copy-on-write pages, memory maps) between the
 # processes sharing them, so a tree's sum counts every page once. Pages of tmpfs files (joblib's
-# memmaps, our memmapped bars) are counted as the files' size instead, mapped or not.
+# memmaps, the engine's memory-mapped bars) are counted as the files' size instead, mapped or not.
 
 
 def _pss(pid: int) -> int:
@@ -225,6 +227,15 @@ def folder_bytes(path: str | None) -> int:
     return total
 
 
+def shared_bars_bytes() -> int:
+    """Bytes of the memory-mapped bars this process's engine wrote for process workers (on
+    /dev/shm, or the temp folder when /dev/shm had no room: counted either way)."""
+    import glob
+
+    return sum(folder_bytes(path) for root in ("/dev/shm", tempfile.gettempdir())
+               for path in glob.glob(os.path.join(root, f"backtester-bars-{os.getpid()}-*")))
+
+
 class PeakSampler(threading.Thread):
     """Samples the tree's PSS plus a tmpfs folder's size; keeps peaks, over the whole process
     and since the last `new_phase()`.
@@ -251,7 +262,7 @@ class PeakSampler(threading.Thread):
 
     def current(self) -> int:
         began = time.perf_counter()
-        tmp = folder_bytes(self.tmp_folder)
+        tmp = folder_bytes(self.tmp_folder) + shared_bars_bytes()
         self.tmp_peak = max(self.tmp_peak, tmp)
         total = tree_memory()[0] + tmp
         self.samples += 1
@@ -300,26 +311,6 @@ def events_digest(merged) -> str:
     return h.hexdigest()
 
 
-def memmap_bars(barset, folder: str):
-    """The same BarSet with every column a read-only np.memmap of a .npy file in `folder`:
-    joblib then ships slices to processes by reference (file, offset), not by value."""
-    import dataclasses
-
-    import numpy as np
-
-    from backtester.bars import SymbolBars
-
-    out = {}
-    for symbol, bars in barset.bars.items():
-        columns = {}
-        for field in ("timestamp", "open", "high", "low", "close", "volume", "session"):
-            path = os.path.join(folder, f"{symbol}.{field}.npy")
-            np.save(path, getattr(bars, field))
-            columns[field] = np.load(path, mmap_mode="r")
-        out[symbol] = SymbolBars(symbol, **columns)
-    return dataclasses.replace(barset, bars=out)
-
-
 def _idle_worker(seconds: float) -> int:
     import backtester.cluster  # noqa: F401  (what a worker imports to run clusters)
     import backtester.execution  # noqa: F401
@@ -350,8 +341,12 @@ def baseline_memory(backend: str, n_jobs: int) -> int:
 
     watcher = threading.Thread(target=probe, daemon=True)
     watcher.start()
-    joblib.Parallel(n_jobs=n_jobs, backend=backend, batch_size=1)(
-        joblib.delayed(_idle_worker)(1.0) for _ in range(n_jobs))
+    if backend == "multiprocessing":
+        with _process_pool(n_jobs) as pool:
+            list(pool.map(_idle_worker, [1.0] * n_jobs))
+    else:
+        joblib.Parallel(n_jobs=n_jobs, backend=backend, batch_size=1)(
+            joblib.delayed(_idle_worker)(1.0) for _ in range(n_jobs))
     done.set()
     watcher.join()
     if backend == "loky":
@@ -390,8 +385,6 @@ def child(spec: dict) -> dict:
         clusters = layout.clusters
         held = bars_nbytes(barset)
         prep = None
-        if spec.get("variant") == "memmap":
-            barset = memmap_bars(barset, tmp)     # the in-memory copy is dropped here
         gc.collect()
         loaded = sampler.current()
         load_peak = max(sampler.peak, loaded)
@@ -414,7 +407,7 @@ def child(spec: dict) -> dict:
                          "parent_cpu": parent_cpu, "tasks": report.n_tasks,
                          "n_jobs": report.n_jobs,
                          "cluster_seconds": list(report.cluster_seconds),
-                         "digest": events_digest(merged),
+                         "digest": events_digest(merged), "shipping": report.shipping,
                          "events": int(len(merged.alerts)), "trades": int(len(merged.trades))})
             del report, merged
         run_peak = sampler.phase_peak
@@ -453,20 +446,36 @@ def run_child(spec: dict, timeout: float = 1800) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# joblib's own costs: per-task overhead and bare worker start-up
+# The engines' own costs: per-task overhead and bare worker start-up (joblib for sequential,
+# threading and loky; a concurrent.futures process pool for multiprocessing, as the engine runs)
 
 
 def _noop(x=None):
     return x
 
 
+def _process_pool(n_jobs: int):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context())
+
+
 def task_overhead(backend: str, n_jobs: int, n_tasks: int) -> float:
-    """Seconds per trivial task on warm workers (batch_size=1, as the engine submits)."""
+    """Seconds per trivial task on warm workers (one task per submission, as the engine does)."""
     import joblib
 
-    return_as = "list" if backend == "multiprocessing" else "generator_unordered"
+    if backend == "multiprocessing" and n_jobs > 1:
+        from concurrent.futures import as_completed
+
+        with _process_pool(n_jobs) as pool:
+            list(pool.map(_noop, range(4 * n_jobs)))   # warm
+            began = time.perf_counter()
+            for future in as_completed([pool.submit(_noop, i) for i in range(n_tasks)]):
+                future.result()
+            return (time.perf_counter() - began) / n_tasks
     with joblib.Parallel(n_jobs=n_jobs, backend=backend, batch_size=1,
-                         pre_dispatch="2*n_jobs", return_as=return_as) as parallel:
+                         pre_dispatch="2*n_jobs", return_as="generator_unordered") as parallel:
         list(parallel(joblib.delayed(_noop)(i) for i in range(4 * n_jobs)))   # warm
         began = time.perf_counter()
         list(parallel(joblib.delayed(_noop)(i) for i in range(n_tasks)))
@@ -482,8 +491,12 @@ def bare_startup(backend: str, n_jobs: int, repeat: int) -> float:
         if backend == "loky":
             _shutdown_loky()
         began = time.perf_counter()
-        joblib.Parallel(n_jobs=n_jobs, backend=backend, batch_size=1)(
-            joblib.delayed(_noop)(i) for i in range(n_jobs))
+        if backend == "multiprocessing" and n_jobs > 1:
+            with _process_pool(n_jobs) as pool:
+                list(pool.map(_noop, range(n_jobs)))
+        else:
+            joblib.Parallel(n_jobs=n_jobs, backend=backend, batch_size=1)(
+                joblib.delayed(_noop)(i) for i in range(n_jobs))
         best = min(best, time.perf_counter() - began)
     if backend == "loky":
         _shutdown_loky()
@@ -503,7 +516,7 @@ def label(result: dict) -> str:
     return result["backend"] + (f" [{VARIANTS[variant]}]" if variant else "")
 
 
-VARIANTS = {"memmap": "memmapped bars (proposed)", "arena1": "M_ARENA_MAX=1 (proposed)"}
+VARIANTS = {"arena1": "M_ARENA_MAX=1 (proposed)"}
 
 
 def mb(n: float) -> str:
@@ -552,9 +565,11 @@ def render(results: list[dict], overhead: dict, startup: dict, meta: dict) -> st
               "compute = sum of per-cluster seconds (inflation: vs the sequential run's "
               f"{seq_clusters:.2f}s); idle = wall - compute / workers (imbalance, shipping, "
               "waiting); parent CPU = the parent process during the run (dispatch, pickling, "
-              "results).", "",
-              "| backend | n_jobs | compute s | inflation | wall s | ideal wall s | idle s | "
-              "parent CPU s | slowest cluster s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "results); bars = how bars reached the workers (views: threads share the parent's "
+              "arrays; memmap: a copy written once per run, mapped by each process).", "",
+              "| backend | n_jobs | bars | compute s | inflation | wall s | ideal wall s | idle s | "
+              "parent CPU s | slowest cluster s |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if "error" in r:
             continue
@@ -562,13 +577,15 @@ def render(results: list[dict], overhead: dict, startup: dict, meta: dict) -> st
         compute = sum(b["cluster_seconds"])
         ideal = seq_clusters / max(1, b["n_jobs"])
         lines.append(
-            f"| {label(r)} | {b['n_jobs']} | {compute:.2f} | {compute / seq_clusters:.2f}x | "
+            f"| {label(r)} | {b['n_jobs']} | {b.get('shipping', '')} | {compute:.2f} | "
+            f"{compute / seq_clusters:.2f}x | "
             f"{b['wall']:.2f} | {ideal:.2f} | {b['wall'] - compute / max(1, b['n_jobs']):.2f} | "
             f"{b['parent_cpu']:.2f} | {max(b['cluster_seconds'] or [0]):.3f} |")
     lines += ["", "## Peak memory", "",
               "Memory = summed PSS of the process and its workers (shared pages split between "
               "the processes sharing them, so each page counts once) plus the tmpfs files of "
-              "joblib's memmaps and of memmapped bars; sampled every 25 ms. baseline = the same "
+              "joblib's memmaps and of the engine's memory-mapped bars for process workers (tmpfs "
+              "peak); sampled every 25 ms. baseline = the same "
               "with every module imported (and the process workers started, idle) before any "
               "bars are loaded. ratio = (peak - baseline) / bars bytes, over the runs only and "
               f"including the data loading; goal < {MEMORY_GOAL}. `ru_maxrss`: the process, and "
@@ -591,10 +608,11 @@ def render(results: list[dict], overhead: dict, startup: dict, meta: dict) -> st
             f"{r['ratio_run']:.2f} | {r['ratio_all']:.2f} | {mb(r['tmpfs_peak'])} | "
             f"{mb(r['arrow_retained'])} | {mb(r['maxrss_self'])} / {mb(r['maxrss_children'])} | "
             f"{r['sampler_samples']} |")
-    lines += ["", "## joblib per-task overhead and worker start-up", "",
+    lines += ["", "## Per-task overhead and worker start-up", "",
               "Trivial tasks on warm workers, batch_size=1 (as the engine submits): the parent's "
               "cost per task. Bare start-up: fresh workers running one trivial task each; "
-              "engine start-up: the engine's own (imports, numba kernels, one warm cluster per "
+              "engine start-up: the engine's own (the memory-mapped copy of the bars for "
+              "processes, imports, numba kernels, one warm cluster per "
               "worker), from the runs above.", "",
               "| backend | n_jobs | ms per task | bare start-up s | engine start-up s | "
               "tasks x overhead / compute |", "|---|---:|---:|---:|---:|---:|"]
@@ -674,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", default="1,2", help="comma-separated n_jobs, e.g. 1,2,4,8,16")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-variants", dest="variants", action="store_false",
-                        help="skip the proposed-fix variants (memmapped loky, one malloc arena)")
+                        help="skip the proposed-fix variant (one malloc arena for threads)")
     parser.add_argument("--quick", action="store_true",
                         help="4 symbols x 2 months, one repetition, no calibration (smoke test)")
     parser.add_argument("--out", default=str(OUT / "scaling.md"))
@@ -706,8 +724,6 @@ def main(argv: list[str] | None = None) -> int:
             specs.append({"backend": backend, "n_jobs": n})
     if args.variants:
         for n in jobs:
-            if n > 1 and "loky" in backends:
-                specs.append({"backend": "loky", "n_jobs": n, "variant": "memmap"})
             if n > 1 and "threading" in backends:
                 specs.append({"backend": "threading", "n_jobs": n, "variant": "arena1"})
     results = []
