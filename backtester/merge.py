@@ -91,6 +91,9 @@ def merge(plan: Plan, results: Sequence[ClusterResult], barset: BarSet) -> Merge
     candidates = 0
     suppressed: dict[str, int] = {}
     for alert in plan.alerts:
+        # Columns per symbol, made into one DataFrame per alert below: building a frame per
+        # (alert, symbol) cost more than the merge's own work on runs with many symbols.
+        alert_parts, forward_parts, trade_parts = [], [], []
         by_symbol: dict[str, list] = {}
         for result in ordered:
             by_symbol.setdefault(result.cluster.symbol, []).append(result.events[alert.index])
@@ -114,28 +117,49 @@ def merge(plan: Plan, results: Sequence[ClusterResult], barset: BarSet) -> Merge
                                      alert.rearm is not None)
             candidates += len(row)
             dropped += int(len(row) - fired.sum())
-            stamp = pd.DatetimeIndex(ts[fired].astype("datetime64[ns]"), tz="UTC").tz_convert(tz)
-            frame = {"timestamp": stamp, "symbol": symbol, "alert": alert.name}
+            n_fired = int(fired.sum())
+            labels = {"symbol": np.full(n_fired, symbol, dtype=object),
+                      "alert": np.full(n_fired, alert.name, dtype=object)}
+            frame = {"timestamp": ts[fired], **labels}
             for name in events[0].values:
                 frame[name] = _concat([e.values[name] for e in events])[fired]
-            alert_frames.append((alert.index, pd.DataFrame(frame)))
+            alert_parts.append(frame)
             if cfg.forward:
-                fwd = {"timestamp": stamp, "symbol": symbol, "alert": alert.name}
+                fwd = {"timestamp": ts[fired], **labels}
                 for name in events[0].forward:
                     fwd[name] = _concat([e.forward[name] for e in events])[fired]
-                forward_frames.append((alert.index, pd.DataFrame(fwd)))
+                forward_parts.append(fwd)
             if cfg.trade is not None:
-                trade_frames.append((alert.index, _trades_frame(
-                    alert.name, symbol, events, row[fired], barset, cfg.trade.overlap)))
+                trade_parts.append(_trade_columns(alert.name, symbol, events, row[fired],
+                                                  barset, cfg.trade.overlap))
         suppressed[alert.name] = dropped
+        alert_frames.append((alert.index, _frame(alert_parts, tz, ("timestamp",))))
+        forward_frames.append((alert.index, _frame(forward_parts, tz, ("timestamp",))))
+        trade_frames.append((alert.index, _frame(trade_parts, tz, _TRADE_TIMES)))
     return Merged(alerts=_ordered(alert_frames, ["timestamp", "symbol"]),
                   forward=_ordered(forward_frames, ["timestamp", "symbol"]),
                   trades=_ordered(trade_frames, ["entry_time", "symbol"]),
                   candidates=candidates, suppressed=suppressed)
 
 
-def _trades_frame(name: str, symbol: str, events, fired_rows: np.ndarray, barset: BarSet,
-                  overlap: str) -> pd.DataFrame:
+_TRADE_TIMES = ("signal_time", "entry_time", "exit_time")
+
+
+def _frame(parts: list[dict[str, np.ndarray]], tz: str, time_columns: Sequence[str]
+           ) -> pd.DataFrame:
+    """One DataFrame from same-keyed column dicts; `time_columns` hold UTC epoch ns and
+    become tz-aware timestamps in `tz`."""
+    if not parts:
+        return pd.DataFrame()
+    columns = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    for key in time_columns:
+        columns[key] = pd.DatetimeIndex(columns[key].astype("datetime64[ns]"),
+                                        tz="UTC").tz_convert(tz)
+    return pd.DataFrame(columns)
+
+
+def _trade_columns(name: str, symbol: str, events, fired_rows: np.ndarray, barset: BarSet,
+                   overlap: str) -> dict[str, np.ndarray]:
     # Trades are matched to fires by signal row: a signal that cannot enter (next-open entry on
     # the data's last bar) has no trade, so positions do not line up with the candidates.
     keys = events[0].trades.keys()
@@ -149,23 +173,18 @@ def _trades_frame(name: str, symbol: str, events, fired_rows: np.ndarray, barset
         take = trades_mod.select_non_overlapping(signal_time, exit_time)
         cols = {k: v[take] for k, v in cols.items()}
         signal_time, exit_time = signal_time[take], exit_time[take]
-    tz = barset.timezone
-
-    def stamp(values):
-        return pd.DatetimeIndex(values.astype("datetime64[ns]"), tz="UTC").tz_convert(tz)
-
     reasons = np.asarray(trades_mod.REASONS, dtype=object)
-    return pd.DataFrame({
-        "alert": name, "symbol": symbol,
-        "signal_time": stamp(signal_time),
-        "entry_time": stamp(ts[cols["entry_idx"]]), "entry_price": cols["entry_price"],
-        "exit_time": stamp(exit_time), "exit_price": cols["exit_price"],
-        "reason": reasons[cols["reason"].astype(np.int64)] if len(cols["reason"]) else
-        np.array([], dtype=object),
+    n = len(signal_time)
+    return {
+        "alert": np.full(n, name, dtype=object), "symbol": np.full(n, symbol, dtype=object),
+        "signal_time": signal_time,
+        "entry_time": ts[cols["entry_idx"]], "entry_price": cols["entry_price"],
+        "exit_time": exit_time, "exit_price": cols["exit_price"],
+        "reason": reasons[cols["reason"].astype(np.int64)],
         "bars_held": cols["bars_held"].astype(np.int64),
         "return": cols["net_return"], "gross_return": cols["gross_return"],
         "mfe": cols["mfe"], "mae": cols["mae"], "both_touched": cols["both_touched"].astype(bool),
-    })
+    }
 
 
 def _ordered(frames: list[tuple[int, pd.DataFrame]], keys: list[str]) -> pd.DataFrame:
