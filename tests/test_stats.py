@@ -109,7 +109,7 @@ def test_bootstrap_interval_covers_a_known_mean():
     median_half_width = 1.2533 * half_width  # asymptotic s.e. of the median of a normal sample
     assert f["median_ci95"][0] == pytest.approx(np.median(values) - median_half_width, abs=4e-4)
     assert f["median_ci95"][1] == pytest.approx(np.median(values) + median_half_width, abs=4e-4)
-    assert f["resamples"] == 2000
+    assert f["resamples"] == 1000  # 4,000 values: the draw budget (4M) allows 1,000 resamples
 
 
 def test_trade_statistics_on_known_returns():
