@@ -41,8 +41,10 @@ Definitions (also printed at the end of `summary.md`)
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -81,9 +83,18 @@ def compute_stats(alerts: pd.DataFrame, trades: pd.DataFrame, forward: pd.DataFr
                "span": (span_start, span_end), "n_resamples": n_resamples}
     names = sorted(set(_column(alerts, "alert")) | set(_column(trades, "alert"))
                    | set(_column(forward, "alert")))
-    result = {
-        "overall": _block("", alerts, trades, forward, context),
-        "alerts": {},
+    # One block per alert plus the overall one, on threads: the bootstrap kernel releases the
+    # GIL and seeds numba's per-thread generator inside each call, so the intervals are the same
+    # whichever thread draws them. Each thread gets its own frames (split off here).
+    parts = {str(name): (_rows(alerts, name), _rows(trades, name), _rows(forward, name))
+             for name in names}
+    with ThreadPoolExecutor(max_workers=max(1, min(len(parts) + 1, os.cpu_count() or 1))) as pool:
+        overall = pool.submit(_block, "", alerts, trades, forward, context)
+        per_alert = {name: pool.submit(_block, name, *frames, context)
+                     for name, frames in parts.items()}
+    return {
+        "overall": overall.result(),
+        "alerts": {name: future.result() for name, future in per_alert.items()},
         "definitions": {
             "timezone": timezone, "annualisation_days": TRADING_DAYS_PER_YEAR,
             "trading_days": days, "n_bars": n_bars, "bootstrap_resamples": n_resamples,
@@ -92,10 +103,6 @@ def compute_stats(alerts: pd.DataFrame, trades: pd.DataFrame, forward: pd.DataFr
             "period_end": None if span_end is None else span_end.isoformat(),
         },
     }
-    for name in names:
-        result["alerts"][str(name)] = _block(
-            str(name), _rows(alerts, name), _rows(trades, name), _rows(forward, name), context)
-    return result
 
 
 def data_period(barset) -> dict:

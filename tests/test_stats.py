@@ -273,3 +273,20 @@ def test_run_result_stats_is_a_frame_and_the_dict_stays_in_the_summary():
     assert result.stats.index.tolist() == [OVERALL, "a"]
     assert result.stats.loc["a", "trades"] == len(result.trades)
     assert result.summary["stats"]["alerts"]["a"]["trades"]["count"] == len(result.trades)
+
+
+def test_intervals_do_not_depend_on_the_other_alerts_or_the_thread_that_drew_them():
+    # Blocks are computed on a thread pool; each interval must come from its own seeded stream.
+    rng = np.random.default_rng(11)
+    frames = [pd.DataFrame({"alert": f"a{i}", "ret_5": rng.normal(0, 0.01, 3000),
+                            "mfe_5": 0.0, "mae_5": 0.0, "complete_5": True}) for i in range(6)]
+    together = compute_stats(pd.DataFrame(), pd.DataFrame(), pd.concat(frames, ignore_index=True),
+                             HORIZONS[:1], timezone=TZ, **NO_PERIOD)
+    for frame in frames:
+        name = frame["alert"].iloc[0]
+        alone = compute_stats(pd.DataFrame(), pd.DataFrame(), frame, HORIZONS[:1], timezone=TZ,
+                              **NO_PERIOD)
+        assert together["alerts"][name] == alone["alerts"][name]
+    again = compute_stats(pd.DataFrame(), pd.DataFrame(), pd.concat(frames, ignore_index=True),
+                          HORIZONS[:1], timezone=TZ, **NO_PERIOD)
+    assert again == together
