@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -214,7 +215,28 @@ def close_slices() -> None:
 # Tasks
 # ---------------------------------------------------------------------------------------------
 
-Task = tuple[Plan, tuple[tuple[Cluster, SymbolBars | BarSlice], ...], SessionTable]
+Task = tuple[Plan, tuple[tuple[Cluster, SymbolBars | BarSlice], ...], SessionTable, str | None]
+
+
+@dataclass(frozen=True)
+class ResultsFile:
+    """Where a process worker left a task's results: a pickle in the run's shared folder.
+
+    A task's results (every candidate event of its clusters, tens of MB on large runs) went
+    back through the pool's pipe, and the worker could not start its next task until the parent
+    had read all of it; on a machine with as many workers as cores the parent is itself
+    competing for a core, so each hand-over cost 0.2-0.6 s. Writing the results to the shared
+    folder (memory on /dev/shm) and returning only the path frees the worker at once.
+    """
+
+    path: str
+
+    def load(self) -> list[ClusterResult]:
+        """The results, read once: the file is removed."""
+        with open(self.path, "rb") as f:
+            results = pickle.load(f)
+        os.unlink(self.path)
+        return results
 
 
 def describe_cluster(cluster: Cluster, timezone: str) -> str:
@@ -227,7 +249,8 @@ def describe_cluster(cluster: Cluster, timezone: str) -> str:
 
 
 def run_task(plan: Plan, batch: Sequence[tuple[Cluster, SymbolBars | BarSlice]],
-             sessions: SessionTable) -> list[ClusterResult]:
+             sessions: SessionTable, results_folder: str | None = None
+             ) -> list[ClusterResult] | ResultsFile:
     """Evaluate a batch of clusters; the unit of work shipped to a worker.
 
     Each cluster comes with its bars (`SymbolBars`) or their description (`BarSlice`). Any
@@ -248,7 +271,12 @@ def run_task(plan: Plan, batch: Sequence[tuple[Cluster, SymbolBars | BarSlice]],
                 raise ClusterError(f"{where}: {type(exc).__name__}: {exc}") from exc
     finally:
         close_slices()   # the views still held are freed when this returns
-    return results
+    if results_folder is None:
+        return results
+    handle, path = tempfile.mkstemp(prefix="results-", suffix=".pkl", dir=results_folder)
+    with os.fdopen(handle, "wb") as f:
+        pickle.dump(results, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return ResultsFile(path)
 
 
 def _test_hook(hook: str, cluster: Cluster) -> None:
@@ -288,14 +316,15 @@ def make_tasks(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, n_worker
     total = sum(c.n_read for c in clusters)
     target = total / n_tasks
     tasks, batch, size = [], [], 0
+    folder = shared.folder if shared is not None else None   # results come back as files
     for cluster in clusters:
         batch.append((cluster, _bars_for(cluster, barset, shared)))
         size += cluster.n_read
         if size >= target * (len(tasks) + 1) - 1e-9 * total or cluster is clusters[-1]:
-            tasks.append((plan, tuple(batch), barset.sessions))
+            tasks.append((plan, tuple(batch), barset.sessions, folder))
             batch = []
     if batch:
-        tasks.append((plan, tuple(batch), barset.sessions))
+        tasks.append((plan, tuple(batch), barset.sessions, folder))
     return tasks
 
 
@@ -305,7 +334,7 @@ def warm_task(plan: Plan, clusters: Sequence[Cluster], barset: BarSet,
     if not clusters:
         return None
     smallest = min(clusters, key=lambda c: c.n_read)
-    return (plan, ((smallest, _bars_for(smallest, barset, shared)),), barset.sessions)
+    return (plan, ((smallest, _bars_for(smallest, barset, shared)),), barset.sessions, None)
 
 
 def _bars_for(cluster: Cluster, barset: BarSet, shared: SharedBars | None):
@@ -595,6 +624,8 @@ def run_clusters(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, *, bac
         startup = written + engine.start(warm_task(plan, clusters, barset, shared))
         began = time.perf_counter()
         for batch in engine.run(tasks):
+            if isinstance(batch, ResultsFile):
+                batch = batch.load()
             for result in batch:
                 results.append(result)
                 if progress is not None:

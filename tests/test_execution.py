@@ -286,3 +286,19 @@ def test_auto_backend_prefers_threads_when_work_is_large(bars, monkeypatch):
                             write=False)
     assert result.timing["parallel"]["backend"] == "threading"
     assert "releases the GIL" in result.timing["backend_reason"]
+
+
+def test_process_results_come_back_as_a_file_read_once(bars, tmp_path):
+    prep = backtester.prepare({**CONFIG, "schedule": {"cluster_by": "day"}}, bars=bars)
+    plan, batch, sessions, _ = execution.make_tasks(prep.plan, prep.layout.clusters, prep.bars,
+                                                    n_workers=2)[0]
+    expected = execution.run_task(plan, batch, sessions)
+    handed = execution.run_task(plan, batch, sessions, str(tmp_path))
+    assert isinstance(handed, execution.ResultsFile)
+    assert os.path.dirname(handed.path) == str(tmp_path)
+    loaded = handed.load()
+    assert not os.path.exists(handed.path)
+    assert [r.cluster for r in loaded] == [r.cluster for r in expected]
+    for got, want in zip(loaded, expected):
+        for a, b in zip(got.events, want.events):
+            assert np.array_equal(a.row, b.row) and np.array_equal(a.timestamp, b.timestamp)
