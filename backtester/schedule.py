@@ -130,6 +130,7 @@ def schedule(plan: Plan, barset: BarSet, layout: ScheduleConfig, n_workers: int 
     if cluster_by == "auto":
         cluster_by, size, reason = choose_layout(plan, barset, n_workers)
     session_dates = barset.sessions.dates
+    settling = _settling_inputs(plan)
     clusters = []
     for symbol in barset.symbols:
         bars = barset.bars[symbol]
@@ -138,7 +139,7 @@ def schedule(plan: Plan, barset: BarSet, layout: ScheduleConfig, n_workers: int 
             continue
         starts = _cuts(n, bars, session_dates, cluster_by, size)
         ends = np.append(starts[1:], n)
-        read_starts = _warmup_starts(bars, starts, plan)
+        read_starts = _warmup_starts(bars, starts, plan, settling)
         read_ends = _lookahead_ends(bars, ends, plan)
         anchors = _anchors(plan, bars, read_starts)
         # A session cut short by the end of the data must not look like a session close.
@@ -154,18 +155,22 @@ def schedule(plan: Plan, barset: BarSet, layout: ScheduleConfig, n_workers: int 
     return Layout(clusters=tuple(clusters), cluster_by=cluster_by, reason=reason)
 
 
-def _warmup_starts(bars: SymbolBars, starts: np.ndarray, plan: Plan) -> np.ndarray:
+def _warmup_starts(bars: SymbolBars, starts: np.ndarray, plan: Plan,
+                   settling: list[tuple[str, tuple[str, ...]]] | None = None) -> np.ndarray:
+    """First row each cluster reads; `settling` is `_settling_inputs(plan)`, passed by
+    `schedule` so that the plan is walked once per run, not once per symbol."""
+    if settling is None:
+        settling = _settling_inputs(plan)
     return indicators.warmup_starts(starts, plan.warmup_bars, plan.warmup_sessions,
-                                    bars.session, _informative_bars(bars, plan))
+                                    bars.session, _informative_bars(bars, settling))
 
 
-def _informative_bars(bars: SymbolBars, plan: Plan) -> list[np.ndarray]:
-    """Masks of the bars that count towards the warm-up of the plan's recursive ratios (rsi,
-    atr, adx, ...: flat bars do not), from the bar fields they read; one O(n) pass each."""
+def _settling_inputs(plan: Plan) -> list[tuple[str, tuple[str, ...]]]:
+    """The plan's recursive ratios (rsi, atr, adx, ...) whose warm-up counts only informative
+    bars, each once, as (indicator, the bar fields it reads); read off the plan once per run."""
     from . import expr
-    from .cluster import context_arrays
 
-    masks, seen, ctx = [], set(), None
+    found: list[tuple[str, tuple[str, ...]]] = []
     for root in getattr(plan, "roots", ()):
         for node in expr.walk(root):
             if not isinstance(node, expr.Ind) or indicators.get(node.name).settles_on is None:
@@ -174,12 +179,23 @@ def _informative_bars(bars: SymbolBars, plan: Plan) -> list[np.ndarray]:
             if isinstance(node.source, expr.Field):
                 fields[0] = node.source.name
             key = (node.name, tuple(fields))
-            if key not in seen:
-                seen.add(key)
-                ctx = ctx or expr.Context(context_arrays(bars, None))
-                masks.append(indicators.informative_bars(node.name,
-                                                         *(ctx.field(f) for f in fields)))
-    return masks
+            if key not in found:
+                found.append(key)
+    return found
+
+
+def _informative_bars(bars: SymbolBars, settling: list[tuple[str, tuple[str, ...]]]
+                      ) -> list[np.ndarray]:
+    """Masks of the bars that count towards those warm-ups (flat bars do not), one O(n) pass
+    each over this symbol's bar fields."""
+    if not settling:
+        return []
+    from . import expr
+    from .cluster import context_arrays
+
+    ctx = expr.Context(context_arrays(bars, None))
+    return [indicators.informative_bars(name, *(ctx.field(f) for f in fields))
+            for name, fields in settling]
 
 
 def _lookahead_ends(bars: SymbolBars, ends: np.ndarray, plan: Plan) -> np.ndarray:
