@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .durations import DURATION_EXAMPLE, parse_duration_ns
 from .errors import ConfigError
 from .expr import definition_name_error
 from .trades import Horizon, TradeSpec, parse_forward, parse_trade
@@ -33,10 +34,6 @@ from .trades import Horizon, TradeSpec, parse_forward, parse_trade
 LAYOUTS = ("day", "week", "month", "quarter", "year", "auto")
 BACKENDS = ("auto", "sequential", "threading", "loky", "multiprocessing", "dask")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|sec|secs|second|seconds|m|min|mins|minute|"
-                       r"minutes|h|hr|hrs|hour|hours|d|day|days)\s*$")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9,
-            "d": 86400 * 10**9}
 _BARS = re.compile(r"^\s*(\d+)\s*(bar|bars)\s*$")
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -143,7 +140,7 @@ class Config:
 
 
 def load_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
-    """Read and validate a config file (YAML, via `yaml.safe_load`) or an equivalent dict.
+    """Read and validate a config file (YAML 1.2, see `read_yaml`) or an equivalent dict.
 
     Relative `data.path` and `output.dir` in a file are taken relative to the working directory,
     as `make backtest` runs from the repository root. Raises `ConfigError` on the first problem.
@@ -162,7 +159,11 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Confi
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(source, "", f"cannot read config: {exc}") from None
         try:
-            raw = yaml.safe_load(text)
+            raw = read_yaml(text)
+        except _DuplicateKey as exc:
+            raise ConfigError(source, f"line {exc.line}", f"duplicate key {exc.key!r}, first at line "
+                              f"{exc.first_line}", "a later value would silently replace the "
+                              "first; keep one") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -171,6 +172,81 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Confi
     if not isinstance(raw, Mapping):
         raise ConfigError(source, "", f"expected a mapping at the top level, got {_kind(raw)}")
     return _config(raw, source, hashlib.sha256(text.encode()).hexdigest())
+
+
+# --------------------------------------------------------------------------- YAML 1.2
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(f"duplicate key {key!r} at line {line}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """`yaml.SafeLoader` with YAML 1.2 core-schema scalars and no duplicate keys.
+
+    PyYAML resolves plain scalars by YAML 1.1 rules: ``ON``, ``yes``, ``n`` become booleans and
+    ``10:30`` the base-60 integer 630, so the ticker ON or an unquoted time change meaning. Here
+    only ``true``/``false`` (any of the three spellings YAML 1.2 allows) are booleans, integers
+    and floats follow YAML 1.2 (``010`` is ten, ``1e3`` a float, no ``1_000``, no base 60), and
+    dates stay strings (the fields that take a date parse them). Tags stay refused, as in
+    `yaml.safe_load`.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                        key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    raise _DuplicateKey(key, line, first[key])
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in {f"tag:yaml.org,2002:{kind}"
+                           for kind in ("bool", "int", "float", "timestamp")}]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+
+def _int_12(loader: _Yaml12Loader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    return int(text, 16) if text.startswith("0x") else int(text, 10)
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _int_12)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse `text` as YAML 1.2 (core schema) with `yaml.safe_load`'s safety: no tags, no code.
+
+    Plain scalars keep the meaning they have as written: ``[ON, YES, N]`` are three strings,
+    ``10:30`` is the string ``'10:30'``, ``2024-01-02`` the string ``'2024-01-02'``. A key
+    repeated in one mapping raises `yaml.YAMLError` naming its line. For example::
+
+        >>> read_yaml("symbols: [ON, NO]\nat: 10:30\nn: 010")
+        {'symbols': ['ON', 'NO'], 'at': '10:30', 'n': 10}
+    """
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 # --------------------------------------------------------------------------- sections
@@ -337,21 +413,6 @@ def _execution(raw: Any, source: str, where: str) -> ExecutionConfig:
 
 # --------------------------------------------------------------------------- value parsers
 
-def parse_duration_ns(value: Any) -> int | None:
-    """'30min' / '1h' / '90s' -> nanoseconds; None when `value` is not a duration."""
-    if not isinstance(value, str):
-        return None
-    m = _DURATION.match(value.lower())
-    if not m:
-        return None
-    unit = m.group(2)
-    key = "m" if unit.startswith("mi") or unit == "m" else unit[0] if unit not in ("ns", "us", "ms") \
-        else unit
-    if unit in ("sec", "secs", "second", "seconds"):
-        key = "s"
-    return int(round(float(m.group(1)) * _UNIT_NS[key]))
-
-
 def _cooldown(raw: Any, source: str, where: str) -> Cooldown | None:
     if raw is None:
         return None
@@ -364,8 +425,8 @@ def _cooldown(raw: Any, source: str, where: str) -> Cooldown | None:
         ns = parse_duration_ns(raw)
         if ns:
             return Cooldown(duration_ns=ns)
-    raise ConfigError(source, where, f"expected a duration like '30min' or a bar count like 10, "
-                      f"got {raw!r}")
+    raise ConfigError(source, where, f"expected a duration like '30min' ({DURATION_EXAMPLE}) or a "
+                      f"bar count like 10, got {raw!r}")
 
 
 def _between(raw: Any, source: str, where: str) -> tuple[tuple[int, int], ...]:
@@ -389,10 +450,6 @@ def _between(raw: Any, source: str, where: str) -> tuple[tuple[int, int], ...]:
 
 
 def _hhmm(value: Any, source: str, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        # YAML 1.1 reads an unquoted 09:30 as the sexagesimal integer 570.
-        if 0 <= value < 24 * 60:
-            return value
     if isinstance(value, str):
         m = _HHMM.match(value.strip())
         if m:

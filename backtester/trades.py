@@ -87,6 +87,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from backtester.durations import DURATION_EXAMPLE, parse_duration_ns
 from backtester.errors import ConfigError
 
 __all__ = [
@@ -197,8 +198,6 @@ _ATR_RES = (
     re.compile(rf"^{_NUMBER}\s*\*?\s*atr(?:\s*\(\s*(\d+)\s*\))?$"),          # 2atr, 2 * atr(20)
     re.compile(rf"^atr(?:\s*\(\s*(\d+)\s*\))?\s*\*\s*{_NUMBER}$"),           # atr(20)*2
 )
-_DURATION_RE = re.compile(r"^(\d+)\s*(s|sec|min|h|hour|d|day)s?$")
-_DURATION_NS = {"s": 1, "sec": 1, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 
 
 def _is_number(value: object) -> bool:
@@ -340,8 +339,9 @@ def parse_trade(raw: object, source: str, field: str) -> TradeSpec:
 
 
 def parse_forward(raw: object, source: str, field: str) -> tuple[Horizon, ...]:
-    """Read `forward:` (``[5, 15, "30min", "eod"]``) into horizons: integers are bars, ``Ns``,
-    ``Nmin``, ``Nh``, ``Nd`` are wall-clock durations, ``eod`` is the end of the session.
+    """Read `forward:` (``[5, 15, "30min", "eod"]``) into horizons: integers are bars, strings
+    like ``30m``, ``30min``, ``1.5h`` are wall-clock durations (`backtester.durations`, the
+    grammar `cooldown` reads too), ``eod`` is the end of the session.
     A single value is accepted as a one-element list; labels must be unique."""
     items = raw if isinstance(raw, (list, tuple)) else [raw]
     horizons: list[Horizon] = []
@@ -361,14 +361,11 @@ def parse_forward(raw: object, source: str, field: str) -> tuple[Horizon, ...]:
         text = item.strip().lower()
         if text == "eod":
             horizons.append(Horizon("eod", eod=True))
-        elif m := _DURATION_RE.match(text):
-            seconds = int(m.group(1)) * _DURATION_NS[m.group(2)]
-            if seconds <= 0:
-                raise ConfigError(source, where, f"duration must be > 0, got {item!r}")
-            horizons.append(Horizon(text.replace(" ", ""), duration_ns=seconds * 1_000_000_000))
+        elif (duration_ns := parse_duration_ns(text)) is not None:
+            horizons.append(Horizon(text.replace(" ", ""), duration_ns=duration_ns))
         else:
             raise ConfigError(source, where, f"cannot read {item!r} as a horizon",
-                              "use bars (15), a duration (30min, 2h) or eod")
+                              f"use bars (15), a duration ({DURATION_EXAMPLE}) or eod")
     labels = [h.label for h in horizons]
     for i, label in enumerate(labels):
         if label in labels[:i]:

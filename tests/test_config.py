@@ -209,3 +209,99 @@ alerts:
         f"  sma(rsi(14), 5): warm-up {sma_rsi} bars; used by trend",
         f"cluster halo: {max(rsi + 20, sma_rsi + 1)} bars before, 0 bars after",
     ]
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_1_1_booleans_are_tickers_as_written(tmp_path):
+    path = write_config(tmp_path, """
+name: x
+data: {path: bars.csv, symbols: [ON, YES, NO, OFF, Y, N, y, n, on]}
+alerts: [{name: a, when: "close > 1", once_per_day: true}]
+""")
+    cfg = load_config(path)
+    assert cfg.data.symbols == ("ON", "YES", "NO", "OFF", "Y", "N", "y", "n", "on")
+    assert cfg.alerts[0].once_per_day is True
+
+
+def test_yes_is_not_a_boolean(tmp_path):
+    path = write_config(tmp_path, """
+name: x
+data: {path: bars.csv}
+alerts: [{name: a, when: "close > 1", once_per_day: yes}]
+""")
+    with pytest.raises(ConfigError, match=r"alerts\[0\]\.once_per_day: expected true or false, "
+                                          r"got 'yes'"):
+        load_config(path)
+
+
+def test_unquoted_times_stay_times(tmp_path):
+    # YAML 1.1 reads 10:30 as 10 * 60 + 30 = 630 and 9:30 as 570: minutes by accident.
+    path = write_config(tmp_path, """
+name: x
+data: {path: bars.csv}
+alerts: [{name: a, when: "close > 1", between: [[9:30, 10:30], [13:05, 14:00]]}]
+""")
+    assert load_config(path).alerts[0].between == ((9 * 60 + 30, 10 * 60 + 30),
+                                                   (13 * 60 + 5, 14 * 60))
+
+
+def test_a_number_is_not_a_time():
+    with pytest.raises(ConfigError, match=r"alerts\[0\]\.between\[0\]: expected a time like "
+                                          r"\"09:30\", got 630"):
+        load_config(with_alert(between=[["09:30", 630]]))
+
+
+def test_yaml_1_2_numbers(tmp_path):
+    # 1.2: 010 is ten (1.1: octal 8); 1_000 is not a number (1.1: 1000).
+    path = write_config(tmp_path, """
+name: x
+data: {path: bars.csv}
+alerts: [{name: a, when: "close > 1", cooldown: 010, skip_first: 1_000}]
+""")
+    with pytest.raises(ConfigError, match=r"alerts\[0\]\.skip_first: .*got '1_000'"):
+        load_config(path)
+    path.write_text(path.read_text().replace("1_000", "15"))
+    assert load_config(path).alerts[0].cooldown == Cooldown(bars=10)
+
+
+def test_duplicate_key_names_its_line(tmp_path):
+    path = write_config(tmp_path, """name: x
+data:
+  path: bars.csv
+  symbols: [AAA]
+  symbols: [BBB]
+alerts: [{name: a, when: "close > 1"}]
+""")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: line 5: duplicate key 'symbols', first at line 4 (")
+    assert "\n" not in message
+
+
+def test_duplicate_key_exits_2_with_one_line(tmp_path, capsys):
+    path = write_config(tmp_path, "name: x\nname: y\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{path}: line 2: duplicate key 'name', first at line 1 (a later value would "
+                   "silently replace the first; keep one)"]
+
+
+@pytest.mark.parametrize("text, minutes", [
+    ("30m", 30), ("30min", 30), ("30 mins", 30), ("0.5h", 30), ("1.5h", 90), ("1800s", 30),
+    ("1d", 1440),
+])
+def test_cooldown_and_forward_read_one_duration_grammar(text, minutes):
+    cfg = load_config(with_alert(cooldown=text, forward=[text]))
+    alert = cfg.alerts[0]
+    assert alert.cooldown == Cooldown(duration_ns=minutes * 60 * 10**9)
+    assert alert.forward[0].duration_ns == minutes * 60 * 10**9
+
+
+def test_skip_first_reads_the_same_grammar():
+    assert load_config(with_alert(skip_first="0.25h")).alerts[0].skip_first == 15
