@@ -77,7 +77,8 @@ class Prepared:
 
 # How errors name an override, by where it came from (`overrides_from`).
 _FLAGS = {"backend": "--backend", "n_jobs": "--n-jobs", "out": "--out",
-          "compare_sequential": "--compare-sequential", "cluster_by": "--cluster-by"}
+          "compare_sequential": "--compare-sequential", "cluster_by": "--cluster-by",
+          "address": "--address"}
 
 
 def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
@@ -91,6 +92,7 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
     `check_output`, the results folder is checked too (`report.check_target`): a run never
     starts only to find it may not replace what is there.
     """
+    overrides = _address_means_dask(overrides, overrides_from)
     outer = outer_joblib_config() if overrides.get("backend") is None else None
     cfg = _apply_overrides(load_config(config), overrides, overrides_from)
     compile_plan(cfg)  # rule errors before any data is read
@@ -116,6 +118,18 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
 
 def _override_label(name: str, overrides_from: str) -> str:
     return _FLAGS.get(name, name) if overrides_from == "command line" else f"argument {name}"
+
+
+def _address_means_dask(overrides: Mapping[str, Any], overrides_from: str) -> Mapping[str, Any]:
+    """A scheduler `address` selects the Dask backend; another `backend` beside it is an error
+    rather than an address silently ignored."""
+    if overrides.get("address") is None:
+        return overrides
+    if overrides.get("backend") not in (None, "dask"):
+        raise ConfigError(_override_label("address", overrides_from), "",
+                          f"a scheduler address needs the dask backend, not "
+                          f"{overrides['backend']!r}", "leave the backend out or make it dask")
+    return {**overrides, "backend": "dask"}
 
 
 def _apply_overrides(cfg: Config, overrides: Mapping[str, Any], overrides_from: str) -> Config:
@@ -145,7 +159,8 @@ MIN_PARALLEL_SECONDS = 0.5   # below this much estimated work, workers cost more
 
 
 def choose_backend(cfg: Config, plan: Plan, bars: BarSet) -> tuple[str, str]:
-    """The backend to use and why: the config's, unless it says `auto`.
+    """The backend to use and why: the config's, unless it says `auto` (the default, when the
+    config has no `execution` section). With `auto`, a scheduler `address` means Dask.
 
     `auto` measures instead of guessing: it times one small cluster in this process (which also
     loads every kernel, as the run needs anyway), extrapolates to all the bars, and runs
@@ -155,6 +170,8 @@ def choose_backend(cfg: Config, plan: Plan, bars: BarSet) -> tuple[str, str]:
     backend = cfg.execution.backend
     if backend != "auto":
         return backend, "configured"
+    if cfg.execution.address:
+        return "dask", "execution.address names a Dask scheduler"
     if effective_n_jobs("threading", cfg.execution.n_jobs) == 1:
         return "sequential", "one worker"
     probe = schedule(plan, bars, cfg.schedule, 1)
@@ -177,7 +194,8 @@ def choose_backend(cfg: Config, plan: Plan, bars: BarSet) -> tuple[str, str]:
 
 def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str | None = None,
         n_jobs: int | None = None, out: str | os.PathLike | None = None,
-        compare_sequential: bool | None = None, cluster_by: Any = None, write: bool = True,
+        compare_sequential: bool | None = None, cluster_by: Any = None,
+        address: str | None = None, write: bool = True,
         bars: BarSet | None = None,
         progress: Callable[[ClusterResult, int], None] | None = None,
         overrides_from: str = "argument") -> RunResult:
@@ -194,7 +212,7 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     prep = prepare(config, bars=bars, backend=backend, n_jobs=n_jobs, out=out,
-                   compare_sequential=compare_sequential, cluster_by=cluster_by,
+                   compare_sequential=compare_sequential, cluster_by=cluster_by, address=address,
                    check_output=write, overrides_from=overrides_from)
     cfg, plan, barset, layout = prep.config, prep.plan, prep.bars, prep.layout
     clusters = layout.clusters

@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run(args.config, backend=args.backend, n_jobs=args.n_jobs, out=args.out,
                  compare_sequential=args.compare_sequential, cluster_by=args.cluster_by,
-                 progress=_Progress(), overrides_from="command line")
+                 address=args.address, progress=_Progress(), overrides_from="command line")
     t, s = result.timing, result.summary
     rows = [("config", result.config.source), ("bars", f"{s['bars']:,}"),
             ("symbols", str(len(s["symbols"]))), ("clusters", str(s["clusters"]))]
@@ -226,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "multiprocessing", "dask"])
     p.add_argument("--n-jobs", type=int, dest="n_jobs")
     p.add_argument("--out", help="results folder (default: the config's output.dir)")
-    p.add_argument("--cluster-by", dest="cluster_by", help="day, week, month, quarter, year, auto")
+    p.add_argument("--cluster-by", dest="cluster_by",
+                   help="day, week, month, quarter, year, auto, \"{bars: N}\" or \"{count: N}\"")
+    p.add_argument("--address", help="a Dask scheduler to run on (tcp://host:8786); implies "
+                                     "--backend dask")
     cmp = p.add_mutually_exclusive_group()
     cmp.add_argument("--compare-sequential", dest="compare_sequential", action="store_true",
                      default=None, help="also run sequentially and compare (timing report)")

@@ -1,6 +1,6 @@
 """YAML (or a dict) -> a frozen, typed `Config`, with every error naming the file and field.
 
-The schema is the one in DESIGN.md. Names, once shipped, are kept: new keys are added, old ones
+The schema is the one README.md and docs/ describe. Names, once shipped, are kept: new keys are added, old ones
 are never renamed. Unknown keys are errors (a typo must not silently disable a filter).
 
 Example::
@@ -94,7 +94,7 @@ class ScheduleConfig:
 class ExecutionConfig:
     """Which engine runs the clusters, with how many workers."""
 
-    backend: str = "loky"
+    backend: str = "auto"            # measure, then sequential / threading / loky (api.choose_backend)
     n_jobs: int = -1
     compare_sequential: bool = False
     address: str | None = None       # dask scheduler; None -> LocalCluster
@@ -122,8 +122,14 @@ class Config:
 
     def with_overrides(self, *, backend: str | None = None, n_jobs: int | None = None,
                        out: str | None = None, compare_sequential: bool | None = None,
-                       cluster_by: str | Mapping | None = None) -> Config:
-        """A copy with CLI/API overrides applied and validated like the file's own values."""
+                       cluster_by: str | Mapping | None = None,
+                       address: str | None = None) -> Config:
+        """A copy with CLI/API overrides applied and validated like the file's own values.
+
+        `cluster_by` takes every layout the config takes, also written as YAML text the way a
+        command line passes it: ``"week"``, ``{"bars": 500}`` or ``"{bars: 500}"``. `address`
+        is a Dask scheduler's address (``tcp://host:8786``).
+        """
         execution = self.execution
         if backend is not None:
             execution = replace(execution, backend=_choice(backend, BACKENDS, self.source,
@@ -132,9 +138,19 @@ class Config:
             execution = replace(execution, n_jobs=_n_jobs(n_jobs, self.source, "execution.n_jobs"))
         if compare_sequential is not None:
             execution = replace(execution, compare_sequential=bool(compare_sequential))
+        if address is not None:
+            execution = replace(execution, address=_string(address, self.source,
+                                                           "execution.address"))
         output = OutputConfig(str(out)) if out is not None else self.output
         schedule = self.schedule
         if cluster_by is not None:
+            if isinstance(cluster_by, str) and cluster_by.strip().startswith("{"):
+                try:
+                    cluster_by = read_yaml(cluster_by)
+                except yaml.YAMLError:
+                    raise ConfigError(self.source, "schedule.cluster_by",
+                                      f"cannot read {cluster_by!r} as a layout",
+                                      "write {bars: N} or {count: N}") from None
             schedule = _schedule({"cluster_by": cluster_by}, self.source, "schedule")
         return replace(self, execution=execution, output=output, schedule=schedule)
 
@@ -397,7 +413,7 @@ def _execution(raw: Any, source: str, where: str) -> ExecutionConfig:
         return ExecutionConfig()
     _mapping(raw, source, where)
     _keys(raw, {"backend", "n_jobs", "compare_sequential", "address", "batch_size"}, source, where)
-    backend = _choice(raw.get("backend", "loky"), BACKENDS, source, f"{where}.backend")
+    backend = _choice(raw.get("backend", "auto"), BACKENDS, source, f"{where}.backend")
     n_jobs = _n_jobs(raw.get("n_jobs", -1), source, f"{where}.n_jobs")
     compare = _bool(raw.get("compare_sequential", False), source, f"{where}.compare_sequential")
     address = raw.get("address")

@@ -600,7 +600,7 @@ register_function(Function(
 #
 # `bars_since`, `value_when` and `highest_since`/`lowest_since` would, unbounded, depend on the
 # whole history before a bar: their value in a cluster would depend on where the cluster starts
-# (DESIGN.md invariant 3). Each therefore searches at most `max_bars` bars back (the current bar
+# (split invariance, docs/architecture.md). Each therefore searches at most `max_bars` bars back (the current bar
 # included, so the window is bars t - max_bars .. t) and declares `max_bars` as its warm-up; a
 # cluster read from that warm-up sees exactly the bars an unsplit pass sees. A condition counts
 # only where it is exactly true (unknown bars are not true), as for alerts.

@@ -298,7 +298,7 @@ def informative_bars(name: str, *inputs: np.ndarray) -> np.ndarray | None:
 def warmup_starts(starts: np.ndarray, bars: int, sessions: int, session: np.ndarray,
                   informative: Sequence[np.ndarray] = ()) -> np.ndarray:
     """For each of `starts`, the first bar a slice must read so that its values from that start
-    on agree with one unsplit pass (DESIGN.md invariant 3), given the summed warm-up `(bars,
+    on agree with one unsplit pass (split invariance), given the summed warm-up `(bars,
     sessions)` of what it computes and the `informative_bars` masks of the recursive ratios
     among it. The scheduler and the split-invariance tests both size halos with it.
 

@@ -4,7 +4,7 @@
 plan compiled, clusters laid out for the largest worker count), runs the clusters sequentially
 as the baseline, then on every backend at every n_jobs, and checks each result identical, bit
 for bit, to the sequential one. Every setting runs the same clusters, so the speedups compare
-exactly the same work (DESIGN.md, invariant 2).
+exactly the same work.
 
 Two speedups are reported: end-to-end (worker start-up included, what a user waits for) and
 steady state (start-up excluded, what the engine does once its workers are up). `amdahl_fit`

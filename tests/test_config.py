@@ -24,7 +24,7 @@ def test_minimal_dict_gets_documented_defaults():
     assert cfg.data.timezone == "America/New_York"
     assert cfg.data.calendar == "XNYS"
     assert cfg.schedule.cluster_by == "auto"
-    assert cfg.execution.backend == "loky" and cfg.execution.n_jobs == -1
+    assert cfg.execution.backend == "auto" and cfg.execution.n_jobs == -1
     assert cfg.output.dir == "results/t"
     assert cfg.source == "<dict>"
 

@@ -1,5 +1,5 @@
 """Split invariance, as properties: any backend equals sequential bit for bit for the same layout,
-and any layout agrees with one unsplit cluster (DESIGN.md invariant 3).
+and any layout agrees with one unsplit cluster (docs/architecture.md, invariants).
 
 Bars are random walks on the real XNYS calendar around the 2024-07-03 half-day and the July 4
 holiday; each of `N_BAR_SETS` generated sets mixes missing minutes (gaps, from none to 15%),
@@ -157,7 +157,7 @@ TRADE_EXACT = ["entry_time", "exit_time", "reason", "bars_held", "both_touched"]
 
 def assert_rows_agree(frame_a, frame_b, keys, exact=()):
     """Rows present in both frames (by `keys`): `exact` columns equal, other numeric columns
-    within DESIGN.md's 1e-9 relative tolerance (1e-12 of the column's scale near 0)."""
+    within the promised 1e-9 relative tolerance (1e-12 of the column's scale near 0)."""
     if frame_a.empty or frame_b.empty:
         return
     both = frame_a.merge(frame_b[keys], on=keys)
@@ -175,7 +175,7 @@ def assert_rows_agree(frame_a, frame_b, keys, exact=()):
 
 
 def assert_same_events_within_tolerance(whole, split):
-    """Events identical; numeric columns within DESIGN.md's 1e-9 relative tolerance."""
+    """Events identical; numeric columns within the promised 1e-9 relative tolerance."""
     for frame_a, frame_b in ((whole.alerts, split.alerts), (whole.forward, split.forward)):
         assert frame_a.shape == frame_b.shape
         if frame_a.empty:
@@ -211,7 +211,7 @@ def bars_by_seed():
 
 def tie_bars(root, values, n) -> np.ndarray:
     """Bars where some comparison in `root`, or one within the 8 bars before (windows,
-    crosses), compared values within 1e-8 of each other: where DESIGN.md allows layouts to
+    crosses), compared values within 1e-8 of each other: where layouts are allowed to
     disagree."""
     from backtester import expr
 
