@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from . import expr
+from . import expr, indicators
 from .expr import (
     extreme_since_1d_nb,
     previous_session_last_1d_nb,
@@ -74,6 +74,17 @@ FUSED_FUNCTIONS = frozenset(["crosses_above", "crosses_below", "prev", "bars_sin
 """The rule functions with an opcode; any other is computed by `expr` as a leaf."""
 
 
+@dataclass(frozen=True)
+class IndicatorLeaf:
+    """An indicator on bar fields (no source expression): its kernel runs once per cluster and
+    each `(slot, output)` gets one of its outputs (output None: the only one)."""
+
+    name: str
+    params: tuple[tuple[str, int | float], ...]    # bound, defaults filled in
+    base: expr.Ind                                 # the node cumulative anchors are keyed by
+    slots: tuple[tuple[int, str | None], ...]
+
+
 @dataclass(frozen=True, eq=False)
 class Program:
     """A compiled expression graph: instructions over slots, and where each wanted node lives.
@@ -88,6 +99,8 @@ class Program:
     n_slots: int
     leaves: tuple[tuple[int, expr.Node], ...]
     outputs: tuple[tuple[expr.Node, int], ...]
+    indicators: tuple[IndicatorLeaf, ...] = ()    # the leaves computed by calling a kernel
+    others: tuple[tuple[int, expr.Node], ...] = ()  # the leaves computed through `expr`
 
     def slot(self, node: expr.Node) -> int:
         for wanted, slot in self.outputs:
@@ -219,10 +232,26 @@ class _Builder:
                     free.append(slot_of[r])
             if out not in last_use and out not in kept:
                 free.append(slot_of[out])
+        leaves = tuple((slot_of[r], node) for r, node in self.leaves)
+        groups: dict[expr.Ind, list[tuple[int, str | None]]] = {}
+        others = []
+        for slot, node in leaves:
+            if isinstance(node, expr.Ind) and node.source is None:
+                base = expr.Ind(node.name, None, node.params, None)
+                groups.setdefault(base, []).append((slot, node.output))
+            else:
+                others.append((slot, node))
+        kernels = []
+        for base, slots in groups.items():
+            spec = indicators.get(base.name)
+            params = {k: (int(v) if expr._param_kind(spec, k) is int else v)
+                      for k, v in base.params}
+            bound = indicators.bind_params(base.name, (), params)
+            kernels.append(IndicatorLeaf(base.name, tuple(bound.items()), base, tuple(slots)))
         return Program(code=code, constants=np.array(self.constants, dtype=np.float64),
-                       n_slots=max(n_slots, 1),
-                       leaves=tuple((slot_of[r], node) for r, node in self.leaves),
-                       outputs=tuple((node, slot_of[r]) for node, r in outputs))
+                       n_slots=max(n_slots, 1), leaves=leaves,
+                       outputs=tuple((node, slot_of[r]) for node, r in outputs),
+                       indicators=tuple(kernels), others=tuple(others))
 
 
 def compile_nodes(nodes: Sequence[expr.Node]) -> Program:
@@ -330,13 +359,40 @@ def _no_filters() -> AlertFilters:
 
 # --------------------------------------------------------------------------- running
 
-def fill_leaves(program: Program, ctx: expr.Context, values: np.ndarray,
-                cache: dict | None = None) -> dict:
-    """Compute every leaf of `program` on `ctx` (through `expr`) into its row of `values`."""
-    cache = {} if cache is None else cache
-    for slot, node in program.leaves:
+def fill_leaves(program: Program, ctx: expr.Context, values: np.ndarray) -> None:
+    """Compute every leaf of `program` on `ctx` into its row of `values`.
+
+    An indicator on bar fields calls its kernel directly, once for all its outputs: what
+    `indicators.compute` does for inputs known to be finite (bar fields are: `bars` rejects
+    non-finite OHLCV), without re-binding and re-checking its parameters on every cluster.
+    Anything else (a field like hl2, an indicator of a rule's own series) goes through `expr`.
+    """
+    if ctx.n == 0:
+        cache: dict = {}
+        for slot, node in program.leaves:
+            values[slot] = expr._eval(node, ctx, cache)
+        return
+    for leaf in program.indicators:
+        spec = indicators.REGISTRY[leaf.name]
+        arrays = [np.ascontiguousarray(ctx.array(f), dtype=np.int64 if f in
+                                       indicators.INTEGER_FIELDS else np.float64)
+                  for f in spec.inputs]
+        result = spec.kernel(*arrays, **dict(leaf.params))
+        if not spec.outputs:
+            if spec.cumulative and leaf.base in ctx.anchors:
+                result = result - result[0] + ctx.anchors[leaf.base]
+            for slot, _ in leaf.slots:
+                values[slot] = result
+            continue
+        named = dict(zip(spec.kernel_outputs, result))
+        for slot, output in leaf.slots:
+            if output not in named:
+                derive = dict(spec.derived)[output]
+                named[output] = derive(*arrays, *result)
+            values[slot] = named[output]
+    cache = {}
+    for slot, node in program.others:
         values[slot] = expr._eval(node, ctx, cache)
-    return cache
 
 
 def run(program: Program, ctx: expr.Context, *, session_open: np.ndarray | None = None,

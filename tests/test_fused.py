@@ -57,7 +57,9 @@ _SESSION = st.sampled_from(["day_open", "prev_day_close", "day_high_so_far", "da
 
 
 def _numbers(conditions):
-    base = st.one_of(_FIELDS, _CONST, _SESSION, st.sampled_from(["sma(3)", "rsi(2)", "ema(close, 2)"]))
+    base = st.one_of(_FIELDS, _CONST, _SESSION, st.sampled_from(
+        ["sma(3)", "rsi(2)", "ema(close, 2)", "obv", "bbands(5, 2).percent_b", "vwap",
+         "macd(3, 6, 2).signal", "macd(3, 6, 2).macd", "atr(3)", "stoch(5, 3, 3).d"]))
 
     def extend(inner):
         return st.one_of(
@@ -171,7 +173,8 @@ WHENS = ["crosses_below(rsi(14), 40)", "rsi(14) < 35 and close < bbands(20, 2).l
          "close > prev(highest(high, 20), 1) or volume > 2 * volume_sma(30)",
          "crosses_above(close, vwap) and minutes_since_open >= 30",
          "held(close > ema(20), 3) and not falling(close, 2)",
-         "bars_since(crosses_above(close, sma(30)), max_bars=50) <= 5"]
+         "bars_since(crosses_above(close, sma(30)), max_bars=50) <= 5",
+         "obv > prev(obv, 5) and bbands(20, 2).percent_b < 0.3"]
 
 
 @st.composite
