@@ -164,11 +164,11 @@ def _alert_events(alert: AlertPlan, local: np.ndarray, value_of, bars: SymbolBar
         if alert.exit_rule is not None:
             exit_signal = expr.is_true(value_of(alert.exit_rule))
         atr = {p: value_of(node) for p, node in alert.atr} or None
-        simulated = trades.simulate(
-            alert.config.trade, local, timestamp=timestamp,
-            open=bars.open, high=bars.high, low=bars.low, close=bars.close,
-            session=bars.session, atr=atr, exit_signal=exit_signal, data_end=cluster.data_end,
-            last_session_complete=cluster.last_session_complete)
+        # `local` is sorted int64 inside the slice by construction: skip simulate's checks
+        simulated = trades.simulate_sorted(
+            alert.config.trade, local, open=bars.open, high=bars.high, low=bars.low,
+            close=bars.close, session=bars.session, atr=atr, exit_signal=exit_signal,
+            data_end=cluster.data_end, last_session_complete=cluster.last_session_complete)
         simulated = dict(simulated)
         for key in ("signal_idx", "entry_idx", "exit_idx"):
             simulated[key] = np.asarray(simulated[key], dtype=np.int64) + offset
