@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import expr, trades
+from . import expr, fused, trades
 from .bars import SymbolBars
 from .plan import AlertPlan, Plan
 from .schedule import Cluster
@@ -105,49 +105,106 @@ def time_filter(alert: AlertPlan, arrays: dict[str, np.ndarray], sessions: Sessi
     return allowed
 
 
-def run_cluster(plan: Plan, cluster: Cluster, bars: SymbolBars,
-                sessions: SessionTable) -> ClusterResult:
-    """Candidate events of every alert in `cluster`; `bars` is its `[read_start, read_end)` slice."""
+EVALUATORS = ("fused", "interpreter")
+DEFAULT_EVALUATOR = "fused"
+"""What `run_cluster` uses unless told: the compiled program (`fused`) or the reference
+interpreter (`interpreter`, for benchmarks and tests; results are identical)."""
+
+
+def run_cluster(plan: Plan, cluster: Cluster, bars: SymbolBars, sessions: SessionTable,
+                evaluator: str | None = None) -> ClusterResult:
+    """Candidate events of every alert in `cluster`; `bars` is its `[read_start, read_end)` slice.
+
+    The plan's compiled program (`fused`) computes every rule, time filter and candidate row in
+    one GIL-free call after the indicators; `evaluator="interpreter"` runs the reference instead.
+    """
+    if (evaluator or DEFAULT_EVALUATOR) == "interpreter" or plan.program is None:
+        return run_cluster_reference(plan, cluster, bars, sessions)
+    began = time.perf_counter()
+    program, filters = plan.program, plan.filters
+    session = bars.session.astype(np.int64)
+    arrays = {"open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close,
+              "volume": bars.volume, "timestamp": bars.timestamp, "session": session}
+    ctx = expr.Context(arrays, anchors=dict(cluster.anchors) if cluster.anchors else None,
+                       lazy=_lazy_arrays(bars, session, sessions))
+    table = fused.session_arrays(filters, sessions)
+    minute = None
+    if table[4] and filters.uses_minute_of_day:   # a session spans a DST change
+        minute = ctx.array("minute_of_day")
+    lo, hi = cluster.start - cluster.read_start, cluster.end - cluster.read_start
+    values, rows, offsets = fused.run(program, ctx, filters=filters, table=table, lo=lo, hi=hi,
+                                      minute_of_day=minute)
+    slots = dict(program.outputs)
+    events = tuple(_alert_events(alert, rows[offsets[j]:offsets[j + 1]],
+                                 lambda node: values[slots[node]], bars, cluster)
+                   for j, alert in enumerate(plan.alerts))
+    return ClusterResult(cluster=cluster, events=events,
+                         seconds=time.perf_counter() - began, n_bars=cluster.n_bars)
+
+
+def _alert_events(alert: AlertPlan, local: np.ndarray, value_of, bars: SymbolBars,
+                  cluster: Cluster) -> AlertEvents:
+    """`alert`'s events at its candidate rows `local` (int64, relative to `bars`); `value_of`
+    gives a node's values."""
+    lo, hi = cluster.start - cluster.read_start, cluster.end - cluster.read_start
+    offset = cluster.read_start
+    timestamp = bars.timestamp
+    columns = {"close": bars.close[local]}
+    for name, node in alert.columns:
+        columns[name] = value_of(node)[local]
+    forward = {}
+    if alert.config.forward:
+        forward = trades.forward_returns(
+            alert.config.forward, local, timestamp=timestamp, close=bars.close,
+            high=bars.high, low=bars.low, session=bars.session, data_end=cluster.data_end,
+            last_session_complete=cluster.last_session_complete)
+    simulated = None
+    if alert.config.trade is not None:
+        exit_signal = None
+        if alert.exit_rule is not None:
+            exit_signal = expr.is_true(value_of(alert.exit_rule))
+        atr = {p: value_of(node) for p, node in alert.atr} or None
+        # `local` is sorted int64 inside the slice by construction: skip simulate's checks
+        simulated = trades.simulate_sorted(
+            alert.config.trade, local, open=bars.open, high=bars.high, low=bars.low,
+            close=bars.close, session=bars.session, atr=atr, exit_signal=exit_signal,
+            data_end=cluster.data_end, last_session_complete=cluster.last_session_complete)
+        simulated = dict(simulated)
+        for key in ("signal_idx", "entry_idx", "exit_idx"):
+            simulated[key] = np.asarray(simulated[key], dtype=np.int64) + offset
+    rearm_runs = _NO_RUNS
+    if alert.rearm is not None:
+        rearm_runs = _true_runs(expr.is_true(value_of(alert.rearm)[lo:hi]), timestamp[lo:hi])
+    return AlertEvents(alert=alert.index, row=local + offset, timestamp=timestamp[local],
+                       session=bars.session[local].astype(np.int64), values=columns,
+                       forward=forward, trades=simulated, rearm_runs=rearm_runs)
+
+
+_NO_RUNS = np.zeros((0, 2), dtype=np.int64)
+_NO_RUNS.flags.writeable = False
+
+
+def _lazy_arrays(bars: SymbolBars, session: np.ndarray, sessions: SessionTable) -> dict:
+    """Recipes for the context arrays only some rules read (local time, session bounds)."""
+    return {"minute_of_day": lambda: minute_of_day(bars.timestamp, bars.session, sessions),
+            "session_open": lambda: sessions.open_ns[session],
+            "session_close": lambda: sessions.close_ns[session]}
+
+
+def run_cluster_reference(plan: Plan, cluster: Cluster, bars: SymbolBars,
+                          sessions: SessionTable) -> ClusterResult:
+    """`run_cluster` on the reference interpreter (`expr.evaluate`) and numpy time filters: the
+    test oracle of the compiled path, and the `evaluator="interpreter"` benchmark row."""
     began = time.perf_counter()
     arrays = context_arrays(bars, sessions)
     ctx = expr.Context(arrays, anchors=dict(cluster.anchors))
     values = expr.evaluate(plan.roots, ctx)
     lo, hi = cluster.start - cluster.read_start, cluster.end - cluster.read_start
-    offset = cluster.read_start
     events = []
     for alert in plan.alerts:
         mask = expr.is_true(values[alert.rule]) & time_filter(alert, arrays, sessions)
-        local = np.flatnonzero(mask[lo:hi]) + lo
-        columns = {"close": bars.close[local]}
-        for name, node in alert.columns:
-            columns[name] = values[node][local]
-        forward = {}
-        if alert.config.forward:
-            forward = trades.forward_returns(
-                alert.config.forward, local, timestamp=bars.timestamp, close=bars.close,
-                high=bars.high, low=bars.low, session=bars.session, data_end=cluster.data_end,
-                last_session_complete=cluster.last_session_complete)
-        simulated = None
-        if alert.config.trade is not None:
-            exit_signal = None
-            if alert.exit_rule is not None:
-                exit_signal = expr.is_true(values[alert.exit_rule])
-            atr = {p: values[node] for p, node in alert.atr} or None
-            simulated = trades.simulate(
-                alert.config.trade, local.astype(np.int64), timestamp=bars.timestamp,
-                open=bars.open, high=bars.high, low=bars.low, close=bars.close,
-                session=bars.session, atr=atr, exit_signal=exit_signal, data_end=cluster.data_end,
-                last_session_complete=cluster.last_session_complete)
-            simulated = dict(simulated)
-            for key in ("signal_idx", "entry_idx", "exit_idx"):
-                simulated[key] = np.asarray(simulated[key], dtype=np.int64) + offset
-        rearm_runs = np.zeros((0, 2), dtype=np.int64)
-        if alert.rearm is not None:
-            rearm_runs = _true_runs(expr.is_true(values[alert.rearm][lo:hi]), bars.timestamp[lo:hi])
-        events.append(AlertEvents(
-            alert=alert.index, row=local.astype(np.int64) + offset,
-            timestamp=bars.timestamp[local], session=bars.session[local].astype(np.int64),
-            values=columns, forward=forward, trades=simulated, rearm_runs=rearm_runs))
+        local = (np.flatnonzero(mask[lo:hi]) + lo).astype(np.int64)
+        events.append(_alert_events(alert, local, values.__getitem__, bars, cluster))
     return ClusterResult(cluster=cluster, events=tuple(events),
                          seconds=time.perf_counter() - began, n_bars=cluster.n_bars)
 

@@ -206,16 +206,33 @@ class Not(Node):
 
 # --------------------------------------------------------------------------- evaluation context
 
+class _LazyArrays(dict):
+    """A dict of arrays that computes an absent one from its `lazy` recipe on first use."""
+
+    lazy: dict[str, Callable[[], np.ndarray]]
+
+    def __missing__(self, name: str) -> np.ndarray:
+        recipe = self.lazy.get(name)
+        if recipe is None:
+            raise KeyError(name)
+        self[name] = value = recipe()
+        return value
+
+
 class Context:
     """The arrays of one cluster's bars, with derived fields computed on first use.
 
     `arrays` holds at least open, high, low, close, volume (float64), session (int64) and
-    minute_of_day (int64); `anchors` maps cumulative indicator nodes to their value at the first
-    bar, computed by the parent from the whole history (see `indicators`' cumulative contract).
+    minute_of_day (int64), or `lazy` recipes for them (called once, on first use, so a cluster
+    computes local times only when a rule reads them); `anchors` maps cumulative indicator
+    nodes to their value at the first bar, computed by the parent from the whole history (see
+    `indicators`' cumulative contract).
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], anchors: Mapping[Node, float] | None = None):
-        self._arrays = dict(arrays)
+    def __init__(self, arrays: Mapping[str, np.ndarray], anchors: Mapping[Node, float] | None = None,
+                 lazy: Mapping[str, Callable[[], np.ndarray]] | None = None):
+        self._arrays = _LazyArrays(arrays)
+        self._arrays.lazy = dict(lazy or {})
         self.anchors = dict(anchors or {})
         self.n = len(self._arrays["close"])
 

@@ -7,9 +7,9 @@ the declared warm-ups of the graph (nested calls add up), never inferred afterwa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import expr, indicators
+from . import expr, fused, indicators
 from .config import AlertConfig, Config
 from .errors import ConfigError
 from .trades import lookahead
@@ -42,6 +42,10 @@ class Plan:
     cumulative: tuple[expr.Ind, ...]      # nodes anchored at the first bar of the data
     timezone: str
     releases_gil: bool
+    # The roots and every alert's reported columns as one compiled program, with the alerts'
+    # time filters (`fused`); derived from the fields above, so left out of equality.
+    program: fused.Program | None = field(default=None, compare=False, repr=False)
+    filters: fused.AlertFilters | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         """A human-readable listing: each rule, the shared indicator graph and the halos."""
@@ -129,10 +133,13 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
                     if node.source is not None:  # pragma: no cover - the parser refuses it
                         raise ConfigError(config.source, "alerts", f"{node} cannot take a source")
                     cumulative.append(base)
+    wanted = [*roots, *(node for a in alerts for _, node in a.columns)]
+    program = fused.compile_nodes(wanted)
     return Plan(alerts=tuple(alerts), roots=tuple(roots), warmup_bars=warm_bars,
                 warmup_sessions=warm_sessions, lookahead_bars=ahead_bars,
                 lookahead_session=ahead_session, cumulative=tuple(cumulative),
-                timezone=config.data.timezone, releases_gil=releases_gil)
+                timezone=config.data.timezone, releases_gil=releases_gil, program=program,
+                filters=fused.alert_filters(program, alerts))
 
 
 def _column_name(node: expr.Ind) -> str:

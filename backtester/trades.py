@@ -481,6 +481,20 @@ def simulate(spec: TradeSpec, signal_idx: np.ndarray, *, timestamp: np.ndarray,
         raise ValueError("simulate: signal_idx out of the slice")
     if len(signal_idx) > 1 and np.any(np.diff(signal_idx) < 0):
         raise ValueError("simulate: signal_idx must be sorted")
+    return simulate_sorted(spec, signal_idx, open=open_, high=high_, low=low_, close=close_,
+                           session=session, atr=atr, exit_signal=exit_signal, data_end=data_end,
+                           last_session_complete=last_session_complete)
+
+
+def simulate_sorted(spec: TradeSpec, signal_idx: np.ndarray, *, open: np.ndarray,
+                    high: np.ndarray, low: np.ndarray, close: np.ndarray, session: np.ndarray,
+                    atr: Mapping[int, np.ndarray] | None, exit_signal: np.ndarray | None,
+                    data_end: bool, last_session_complete: bool) -> dict[str, np.ndarray]:
+    """`simulate` for callers that guarantee its preconditions: `signal_idx` sorted int64
+    positions inside the slice, `open` ... `close` contiguous float64 (a cluster's candidate
+    rows, which come sorted from one pass). Same results; none of the per-call checks."""
+    open_, high_, low_, close_ = open, high, low, close
+    n = len(close_)
     side = 1.0 if spec.side == "long" else -1.0
     tp_kind, tp_value = _level_arrays(spec.take_profit, signal_idx, atr)
     sl_kind, sl_value = _level_arrays(spec.stop_loss, signal_idx, atr)
@@ -512,6 +526,8 @@ def simulate(spec: TradeSpec, signal_idx: np.ndarray, *, timestamp: np.ndarray,
         raise ValueError(f"simulate: the slice ends before the horizon of the trade signalled at "
                          f"bar {first} although data_end=False (look-ahead halo too short)")
     entered = columns["entry_idx"] >= 0
+    if entered.all():   # the rule: only a next_open signal on the data's last bar cannot enter
+        return {"signal_idx": signal_idx.copy(), **columns}
     result = {"signal_idx": signal_idx[entered]}
     result.update({name: column[entered] for name, column in columns.items()})
     return result
@@ -709,13 +725,14 @@ def forward_returns(horizons: Sequence[Horizon], signal_idx: np.ndarray, *, time
             if not np.all(complete):
                 raise ValueError(f"forward_returns: the slice ends before horizon "
                                  f"{horizon.label!r} although data_end=False")
+        complete = np.asarray(complete, dtype=np.bool_)
         ret, mfe, mae = _forward_nb(signal_idx, np.minimum(end, n - 1).astype(np.int64),
-                                    complete.astype(np.bool_), close_, high_, low_)
+                                    complete, close_, high_, low_)
         label = horizon.label
         out[f"ret_{label}"] = ret
         out[f"mfe_{label}"] = mfe
         out[f"mae_{label}"] = mae
-        out[f"complete_{label}"] = complete.astype(np.bool_)
+        out[f"complete_{label}"] = complete
     return out
 
 

@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "indicators": ("indicators.py", [], ["--bars", "100000", "--repeat", "1"]),
     "trades": ("trades.py", [], ["--bars", "100000", "--signals", "1000", "--repeat", "1"]),
     "rules": ("rules.py", [], ["--quick"]),
+    "clusters": ("clusters.py", ["--compare"], ["--quick"]),
     "scaling": ("scaling.py", [], ["--quick"]),
 }
 
