@@ -629,6 +629,9 @@ def _parse_timestamp_text(column, timezone, source, name, file_row) -> np.ndarra
 
 def _localize(wall_ns: np.ndarray, timezone: str, source, name, file_row) -> np.ndarray:
     """UTC ns of naive wall-clock ns in `timezone`; DataError on DST-ambiguous/missing times."""
+    utc = sessions_module.utc_from_wall_ns(wall_ns, timezone)
+    if utc is not None:
+        return utc
     wall = pd.DatetimeIndex(wall_ns.view("datetime64[ns]"))
     local = wall.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
     bad = local.isna()
