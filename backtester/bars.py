@@ -228,8 +228,13 @@ def from_frame(
         frame.index, pd.DatetimeIndex
     ):
         frame = frame.reset_index(names="timestamp")
+    mapping = _resolve_columns([str(name) for name in frame.columns], source, need_symbol=True)
+    fast = _part_from_frame(frame, source, mapping, selection)
+    if fast is not None:
+        part, available_symbols = fast
+        return _assemble([part], selection, source,
+                         (DataFile(source, len(frame), _frame_digest(part)),), available_symbols)
     table = _frame_to_table(frame)
-    mapping = _resolve_columns(table.column_names, source, need_symbol=True)
     available = table[mapping["symbol"]]
     if selection.symbols is not None:
         keep = pc.is_in(pc.cast(available, pa.string()), pa.array(selection.symbols, pa.string()))
@@ -528,6 +533,86 @@ def _lazy_row_mapper(file: _File, row_filter: pc.Expression) -> Callable[[int], 
         return int(table.filter(row_filter)["__row"][position].as_py()) + 1
 
     return file_row
+
+
+def _part_from_frame(
+    frame: pd.DataFrame, source: str, columns: dict[str, str], selection: _Selection
+) -> tuple[_Part, Callable[[], list[str]]] | None:
+    """What `_part_from_table(_frame_to_table(frame), ...)` returns, without the round trip
+    through Arrow, for the dtypes bars usually come in: categorical or string symbols,
+    datetime64 timestamps (naive or tz-aware), integer or float values. Returns None for
+    anything else, or for a missing symbol or timestamp: the Arrow path then converts it, or
+    says what is wrong with it. Also returns the `available` callable `_assemble` wants."""
+    if not frame.columns.is_unique or len({str(c) for c in frame.columns}) != frame.shape[1]:
+        return None
+    by_name = {str(name): name for name in frame.columns}
+
+    def column(key: str) -> pd.Series:
+        return frame[by_name[columns[key]]]
+
+    symbols = _symbol_labels(column("symbol"))
+    stamps = column("timestamp")
+    if symbols is None or stamps.dtype.kind != "M":
+        return None
+    labels, raw_codes = symbols
+    values = {}
+    for name in VALUE_COLUMNS:
+        series = column(name)
+        if not isinstance(series.dtype, np.dtype) or series.dtype.kind not in "fiu":
+            return None
+        array = series.to_numpy()
+        if array.dtype.kind in "iu" and len(array) and (
+                array.max() > _EXACT_INTEGER or array.min() < -_EXACT_INTEGER):
+            return None   # Arrow's checked cast decides what happens to those
+        values[name] = np.ascontiguousarray(array, dtype=np.float64)
+    index = pd.DatetimeIndex(stamps)
+    if index.hasnans:
+        return None
+    try:
+        timestamp = index.as_unit("ns").asi8
+    except (OverflowError, ValueError):
+        return None
+
+    def available() -> list[str]:
+        return sorted({labels[code] for code in pd.unique(raw_codes)})
+
+    positions = None
+    if selection.symbols is not None:
+        wanted = np.isin(np.asarray(labels, dtype=object), np.asarray(selection.symbols,
+                                                                       dtype=object))
+        positions = np.flatnonzero(wanted[raw_codes])
+        raw_codes, timestamp = raw_codes[positions], timestamp[positions]
+        values = {name: array[positions] for name, array in values.items()}
+    # Symbols numbered in order of first appearance, as Arrow's dictionary_encode does.
+    seen = pd.unique(raw_codes)
+    renumber = np.zeros(len(labels), dtype=np.int32)
+    renumber[seen] = np.arange(len(seen), dtype=np.int32)
+    codes = renumber[raw_codes]
+    file_row = _row_mapper(positions)
+    if index.tz is None:
+        timestamp = _localize(timestamp, selection.timezone, source, columns["timestamp"],
+                              file_row)
+    names = [labels[code] for code in seen]
+    return _Part(source, columns, names, codes, timestamp, values, file_row), available
+
+
+_EXACT_INTEGER = 2**53   # every integer up to here is exact in float64
+
+
+def _symbol_labels(series: pd.Series) -> tuple[list[str], np.ndarray] | None:
+    """(label of each code, code of each row) for a categorical or text column of strings;
+    None when a value is missing or not a string."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        labels = list(series.cat.categories)
+        codes = series.cat.codes.to_numpy()
+    elif series.dtype == object or isinstance(series.dtype, pd.StringDtype):
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        labels = list(uniques)
+    else:
+        return None
+    if (len(codes) and codes.min() < 0) or not all(isinstance(x, str) for x in labels):
+        return None
+    return [str(label) for label in labels], codes
 
 
 def _frame_to_table(frame: pd.DataFrame) -> pa.Table:
