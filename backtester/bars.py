@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from numba import njit
 
 from backtester import sessions as sessions_module
 from backtester.errors import DataError
@@ -788,7 +789,7 @@ def _frame_digest(part: _Part) -> str:
     digest = hashlib.sha256()
     digest.update("\0".join(part.names).encode())
     for array in (part.codes, part.timestamp, *part.values.values()):
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(np.ascontiguousarray(array).view(np.uint8))   # the bytes, not a copy
     return digest.hexdigest()
 
 
@@ -933,41 +934,52 @@ class _Concatenated:
         raise DataError(part.source, message, row=row, column=part.columns[column])
 
 
-def _first(mask: np.ndarray) -> int | None:
-    index = int(np.argmax(mask)) if len(mask) else 0
-    return index if len(mask) and mask[index] else None
-
-
 def _check_values(data: _Concatenated) -> None:
-    """NaN/inf, positivity and high/low consistency; raises for the earliest bad row."""
+    """NaN/inf, positivity and high/low consistency; raises for the earliest bad row (and, in
+    that row, for the first rule in the order of `_first_bad_value_nb`)."""
     open_, high, low, close, volume = (data.values[name] for name in VALUE_COLUMNS)
-    failures: list[tuple[int, str, Callable[[int], str]]] = []
+    index, rule = _first_bad_value_nb(open_, high, low, close, volume)
+    if index < 0:
+        return
+    if rule < 2 * len(PRICE_COLUMNS):
+        column = PRICE_COLUMNS[rule // 2]
+        value = data.values[column][index]
+        message = (f"price is {value} (OHLC must be finite numbers; drop or fill the row)"
+                   if rule % 2 == 0 else f"price {value:g} is not positive")
+    elif rule == 8:
+        column = "high"
+        message = f"high {high[index]:g} is below max(open, close) " \
+                  f"{max(open_[index], close[index]):g}"
+    elif rule == 9:
+        column = "low"
+        message = f"low {low[index]:g} is above min(open, close) " \
+                  f"{min(open_[index], close[index]):g}"
+    else:
+        column = "volume"
+        message = f"volume is {volume[index]:g} (it must be a number >= 0; write 0 for no trades)"
+    data.fail(index, column, message)
 
-    def check(mask: np.ndarray, column: str, message: Callable[[int], str]) -> None:
-        index = _first(mask)
-        if index is not None:
-            failures.append((index, column, message))
 
-    for name in PRICE_COLUMNS:
-        values = data.values[name]
-        check(~np.isfinite(values), name,
-              lambda i, v=values: f"price is {v[i]} (OHLC must be finite numbers; drop or fill "
-              "the row)")
-        check(values <= 0, name,
-              lambda i, v=values: f"price {v[i]:g} is not positive")
-    top = np.maximum(open_, close)
-    bottom = np.minimum(open_, close)
-    check(high < top, "high",
-          lambda i: f"high {high[i]:g} is below max(open, close) {top[i]:g}")
-    check(low > bottom, "low",
-          lambda i: f"low {low[i]:g} is above min(open, close) {bottom[i]:g}")
-    with np.errstate(invalid="ignore"):
-        check(~(np.isfinite(volume) & (volume >= 0)), "volume",
-              lambda i: f"volume is {volume[i]:g} (it must be a number >= 0; write 0 for "
-              "no trades)")
-    if failures:
-        index, column, message = min(failures, key=lambda failure: failure[0])
-        data.fail(index, column, message(index))
+@njit(cache=True, nogil=True)
+def _first_bad_value_nb(open_, high, low, close, volume) -> tuple[int, int]:
+    """(row, rule) of the first row breaking a rule, or (-1, -1). Rules, checked in this
+    order within a row: for open, high, low, close in turn, 2k: not finite and 2k + 1: not
+    positive; 8: high below max(open, close); 9: low above min(open, close); 10: volume not a
+    finite number >= 0. (A row reaching rule 8 has four finite prices.)"""
+    for i in range(len(open_)):
+        prices = (open_[i], high[i], low[i], close[i])
+        for k in range(4):
+            if not np.isfinite(prices[k]):
+                return i, 2 * k
+            if prices[k] <= 0:
+                return i, 2 * k + 1
+        if high[i] < max(open_[i], close[i]):
+            return i, 8
+        if low[i] > min(open_[i], close[i]):
+            return i, 9
+        if not (np.isfinite(volume[i]) and volume[i] >= 0):
+            return i, 10
+    return -1, -1
 
 
 def _check_order(data, order, sorted_codes, sorted_stamps, names, timezone) -> None:

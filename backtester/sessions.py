@@ -274,15 +274,37 @@ def _offsets_by_hour(stamps: np.ndarray, offset_of) -> tuple[np.ndarray, np.ndar
     """
     if len(stamps) == 0:
         return None
-    hour = stamps // _HOUR_NS
-    first, last = int(hour.min()), int(hour.max())
+    stamps = np.ascontiguousarray(stamps, dtype=np.int64)
+    first, last = _hour_span_nb(stamps)
     if last - first + 1 > len(stamps):
         return None
     edges = np.arange(first, last + 2, dtype=np.int64) * _HOUR_NS
     at_start, at_end = offset_of(edges[:-1]), offset_of(edges[1:] - 1)
     steady = (at_start == at_end) & (at_start != _NAT)
-    hour -= first
-    return at_start[hour], ~steady[hour]
+    return _read_hour_table_nb(stamps, first, at_start, steady)
+
+
+@njit(cache=True, nogil=True)
+def _hour_span_nb(stamps: np.ndarray) -> tuple[int, int]:
+    """First and last hour (floor of stamp / 1 h) of non-empty `stamps`."""
+    first = last = stamps[0] // _HOUR_NS
+    for i in range(1, len(stamps)):
+        hour = stamps[i] // _HOUR_NS
+        first, last = min(first, hour), max(last, hour)
+    return first, last
+
+
+@njit(cache=True, nogil=True)
+def _read_hour_table_nb(stamps: np.ndarray, first: int, offsets: np.ndarray,
+                        steady: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each stamp's hour's offset, and whether that hour is not steady."""
+    out = np.empty(len(stamps), dtype=np.int64)
+    changing = np.empty(len(stamps), dtype=np.bool_)
+    for i in range(len(stamps)):
+        hour = stamps[i] // _HOUR_NS - first
+        out[i] = offsets[hour]
+        changing[i] = not steady[hour]
+    return out, changing
 
 
 def _pandas_wall_ns(timestamp_ns: np.ndarray, timezone: str) -> np.ndarray:

@@ -404,3 +404,44 @@ def test_from_frame_fast_path_equals_the_arrow_path(monkeypatch, week, data):
     kwargs = data.draw(st.sampled_from([{}, {"symbols": ["SYNB"]},
                                         {"symbols": ["SYNB", "SYNA"], "bar_stamp": "close"}]))
     assert _outcome(frame, **kwargs) == _via_arrow(monkeypatch, frame, **kwargs)
+
+
+def _first_failure_by_masks(open_, high, low, close, volume):
+    """The rule order `_check_values` promises, with numpy masks: (row, column) or None."""
+    failures = []
+    for name, values in zip(("open", "high", "low", "close"), (open_, high, low, close)):
+        failures += [(np.flatnonzero(~np.isfinite(values)), name),
+                     (np.flatnonzero(values <= 0), name)]
+    with np.errstate(invalid="ignore"):
+        failures += [(np.flatnonzero(high < np.maximum(open_, close)), "high"),
+                     (np.flatnonzero(low > np.minimum(open_, close)), "low"),
+                     (np.flatnonzero(~(np.isfinite(volume) & (volume >= 0))), "volume")]
+    found = [(int(rows[0]), order, name) for order, (rows, name) in enumerate(failures)
+             if len(rows)]
+    return min(found)[::2] if found else None
+
+
+@settings(deadline=None, max_examples=80)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), n_broken=st.integers(0, 4))
+def test_value_checks_report_the_earliest_row_and_first_rule(seed, n, n_broken):
+    rng = np.random.default_rng(seed)
+    close = rng.uniform(10, 11, n)
+    open_ = rng.uniform(10, 11, n)
+    high = np.maximum(open_, close) + rng.uniform(0, 0.1, n)
+    low = np.minimum(open_, close) - rng.uniform(0, 0.1, n)
+    volume = rng.integers(0, 100, n).astype(float)
+    columns = [open_, high, low, close, volume]
+    for _ in range(n_broken):
+        column = columns[rng.integers(0, 5)]
+        column[rng.integers(0, n)] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -1.0, 5.0, 20.0])
+    frame = pd.DataFrame({"timestamp": pd.date_range("2024-07-02 09:30", periods=n,
+                                                     freq="min"), "symbol": "AAA",
+                          "open": open_, "high": high, "low": low, "close": close,
+                          "volume": volume})
+    expected = _first_failure_by_masks(*columns)
+    if expected is None:
+        assert bars.from_frame(frame, timezone=NEW_YORK).n_bars == n
+        return
+    with pytest.raises(DataError) as caught:
+        bars.from_frame(frame, timezone=NEW_YORK)
+    assert (caught.value.row, caught.value.column) == (expected[0] + 1, expected[1])
