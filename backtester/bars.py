@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from numba import njit
 
 from backtester import sessions as sessions_module
 from backtester.errors import DataError
@@ -228,8 +229,13 @@ def from_frame(
         frame.index, pd.DatetimeIndex
     ):
         frame = frame.reset_index(names="timestamp")
+    mapping = _resolve_columns([str(name) for name in frame.columns], source, need_symbol=True)
+    fast = _part_from_frame(frame, source, mapping, selection)
+    if fast is not None:
+        part, available_symbols = fast
+        return _assemble([part], selection, source,
+                         (DataFile(source, len(frame), _frame_digest(part)),), available_symbols)
     table = _frame_to_table(frame)
-    mapping = _resolve_columns(table.column_names, source, need_symbol=True)
     available = table[mapping["symbol"]]
     if selection.symbols is not None:
         keep = pc.is_in(pc.cast(available, pa.string()), pa.array(selection.symbols, pa.string()))
@@ -530,6 +536,86 @@ def _lazy_row_mapper(file: _File, row_filter: pc.Expression) -> Callable[[int], 
     return file_row
 
 
+def _part_from_frame(
+    frame: pd.DataFrame, source: str, columns: dict[str, str], selection: _Selection
+) -> tuple[_Part, Callable[[], list[str]]] | None:
+    """What `_part_from_table(_frame_to_table(frame), ...)` returns, without the round trip
+    through Arrow, for the dtypes bars usually come in: categorical or string symbols,
+    datetime64 timestamps (naive or tz-aware), integer or float values. Returns None for
+    anything else, or for a missing symbol or timestamp: the Arrow path then converts it, or
+    says what is wrong with it. Also returns the `available` callable `_assemble` wants."""
+    if not frame.columns.is_unique or len({str(c) for c in frame.columns}) != frame.shape[1]:
+        return None
+    by_name = {str(name): name for name in frame.columns}
+
+    def column(key: str) -> pd.Series:
+        return frame[by_name[columns[key]]]
+
+    symbols = _symbol_labels(column("symbol"))
+    stamps = column("timestamp")
+    if symbols is None or stamps.dtype.kind != "M":
+        return None
+    labels, raw_codes = symbols
+    values = {}
+    for name in VALUE_COLUMNS:
+        series = column(name)
+        if not isinstance(series.dtype, np.dtype) or series.dtype.kind not in "fiu":
+            return None
+        array = series.to_numpy()
+        if array.dtype.kind in "iu" and len(array) and (
+                array.max() > _EXACT_INTEGER or array.min() < -_EXACT_INTEGER):
+            return None   # Arrow's checked cast decides what happens to those
+        values[name] = np.ascontiguousarray(array, dtype=np.float64)
+    index = pd.DatetimeIndex(stamps)
+    if index.hasnans:
+        return None
+    try:
+        timestamp = index.as_unit("ns").asi8
+    except (OverflowError, ValueError):
+        return None
+
+    def available() -> list[str]:
+        return sorted({labels[code] for code in pd.unique(raw_codes)})
+
+    positions = None
+    if selection.symbols is not None:
+        wanted = np.isin(np.asarray(labels, dtype=object), np.asarray(selection.symbols,
+                                                                       dtype=object))
+        positions = np.flatnonzero(wanted[raw_codes])
+        raw_codes, timestamp = raw_codes[positions], timestamp[positions]
+        values = {name: array[positions] for name, array in values.items()}
+    # Symbols numbered in order of first appearance, as Arrow's dictionary_encode does.
+    seen = pd.unique(raw_codes)
+    renumber = np.zeros(len(labels), dtype=np.int32)
+    renumber[seen] = np.arange(len(seen), dtype=np.int32)
+    codes = renumber[raw_codes]
+    file_row = _row_mapper(positions)
+    if index.tz is None:
+        timestamp = _localize(timestamp, selection.timezone, source, columns["timestamp"],
+                              file_row)
+    names = [labels[code] for code in seen]
+    return _Part(source, columns, names, codes, timestamp, values, file_row), available
+
+
+_EXACT_INTEGER = 2**53   # every integer up to here is exact in float64
+
+
+def _symbol_labels(series: pd.Series) -> tuple[list[str], np.ndarray] | None:
+    """(label of each code, code of each row) for a categorical or text column of strings;
+    None when a value is missing or not a string."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        labels = list(series.cat.categories)
+        codes = series.cat.codes.to_numpy()
+    elif series.dtype == object or isinstance(series.dtype, pd.StringDtype):
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        labels = list(uniques)
+    else:
+        return None
+    if (len(codes) and codes.min() < 0) or not all(isinstance(x, str) for x in labels):
+        return None
+    return [str(label) for label in labels], codes
+
+
 def _frame_to_table(frame: pd.DataFrame) -> pa.Table:
     arrays, names = [], []
     for name in frame.columns:
@@ -629,6 +715,9 @@ def _parse_timestamp_text(column, timezone, source, name, file_row) -> np.ndarra
 
 def _localize(wall_ns: np.ndarray, timezone: str, source, name, file_row) -> np.ndarray:
     """UTC ns of naive wall-clock ns in `timezone`; DataError on DST-ambiguous/missing times."""
+    utc = sessions_module.utc_from_wall_ns(wall_ns, timezone)
+    if utc is not None:
+        return utc
     wall = pd.DatetimeIndex(wall_ns.view("datetime64[ns]"))
     local = wall.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
     bad = local.isna()
@@ -700,7 +789,7 @@ def _frame_digest(part: _Part) -> str:
     digest = hashlib.sha256()
     digest.update("\0".join(part.names).encode())
     for array in (part.codes, part.timestamp, *part.values.values()):
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(np.ascontiguousarray(array).view(np.uint8))   # the bytes, not a copy
     return digest.hexdigest()
 
 
@@ -845,41 +934,52 @@ class _Concatenated:
         raise DataError(part.source, message, row=row, column=part.columns[column])
 
 
-def _first(mask: np.ndarray) -> int | None:
-    index = int(np.argmax(mask)) if len(mask) else 0
-    return index if len(mask) and mask[index] else None
-
-
 def _check_values(data: _Concatenated) -> None:
-    """NaN/inf, positivity and high/low consistency; raises for the earliest bad row."""
+    """NaN/inf, positivity and high/low consistency; raises for the earliest bad row (and, in
+    that row, for the first rule in the order of `_first_bad_value_nb`)."""
     open_, high, low, close, volume = (data.values[name] for name in VALUE_COLUMNS)
-    failures: list[tuple[int, str, Callable[[int], str]]] = []
+    index, rule = _first_bad_value_nb(open_, high, low, close, volume)
+    if index < 0:
+        return
+    if rule < 2 * len(PRICE_COLUMNS):
+        column = PRICE_COLUMNS[rule // 2]
+        value = data.values[column][index]
+        message = (f"price is {value} (OHLC must be finite numbers; drop or fill the row)"
+                   if rule % 2 == 0 else f"price {value:g} is not positive")
+    elif rule == 8:
+        column = "high"
+        message = f"high {high[index]:g} is below max(open, close) " \
+                  f"{max(open_[index], close[index]):g}"
+    elif rule == 9:
+        column = "low"
+        message = f"low {low[index]:g} is above min(open, close) " \
+                  f"{min(open_[index], close[index]):g}"
+    else:
+        column = "volume"
+        message = f"volume is {volume[index]:g} (it must be a number >= 0; write 0 for no trades)"
+    data.fail(index, column, message)
 
-    def check(mask: np.ndarray, column: str, message: Callable[[int], str]) -> None:
-        index = _first(mask)
-        if index is not None:
-            failures.append((index, column, message))
 
-    for name in PRICE_COLUMNS:
-        values = data.values[name]
-        check(~np.isfinite(values), name,
-              lambda i, v=values: f"price is {v[i]} (OHLC must be finite numbers; drop or fill "
-              "the row)")
-        check(values <= 0, name,
-              lambda i, v=values: f"price {v[i]:g} is not positive")
-    top = np.maximum(open_, close)
-    bottom = np.minimum(open_, close)
-    check(high < top, "high",
-          lambda i: f"high {high[i]:g} is below max(open, close) {top[i]:g}")
-    check(low > bottom, "low",
-          lambda i: f"low {low[i]:g} is above min(open, close) {bottom[i]:g}")
-    with np.errstate(invalid="ignore"):
-        check(~(np.isfinite(volume) & (volume >= 0)), "volume",
-              lambda i: f"volume is {volume[i]:g} (it must be a number >= 0; write 0 for "
-              "no trades)")
-    if failures:
-        index, column, message = min(failures, key=lambda failure: failure[0])
-        data.fail(index, column, message(index))
+@njit(cache=True, nogil=True)
+def _first_bad_value_nb(open_, high, low, close, volume) -> tuple[int, int]:
+    """(row, rule) of the first row breaking a rule, or (-1, -1). Rules, checked in this
+    order within a row: for open, high, low, close in turn, 2k: not finite and 2k + 1: not
+    positive; 8: high below max(open, close); 9: low above min(open, close); 10: volume not a
+    finite number >= 0. (A row reaching rule 8 has four finite prices.)"""
+    for i in range(len(open_)):
+        prices = (open_[i], high[i], low[i], close[i])
+        for k in range(4):
+            if not np.isfinite(prices[k]):
+                return i, 2 * k
+            if prices[k] <= 0:
+                return i, 2 * k + 1
+        if high[i] < max(open_[i], close[i]):
+            return i, 8
+        if low[i] > min(open_[i], close[i]):
+            return i, 9
+        if not (np.isfinite(volume[i]) and volume[i] >= 0):
+            return i, 10
+    return -1, -1
 
 
 def _check_order(data, order, sorted_codes, sorted_stamps, names, timezone) -> None:

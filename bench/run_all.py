@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "rules": ("rules.py", [], ["--quick"]),
     "clusters": ("clusters.py", ["--compare"], ["--quick"]),
     "scaling": ("scaling.py", [], ["--quick"]),
+    "peers": ("peers.py", [], ["--quick"]),
 }
 
 

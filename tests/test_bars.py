@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backtester import bars, synth
 from backtester.errors import DataError
@@ -348,3 +350,98 @@ def test_check_source_lists_files_without_reading_bars(tmp_path, week):
     assert bars.check_source(path) == [str(path)]
     with pytest.raises(DataError, match="no such file or folder"):
         bars.check_source(tmp_path / "missing.parquet")
+
+
+# from_frame converts the usual dtypes without Arrow; the Arrow path is the reference.
+
+def _via_arrow(monkeypatch, frame: pd.DataFrame, **kwargs):
+    with monkeypatch.context() as patched:
+        patched.setattr(bars, "_part_from_frame", lambda *args: None)
+        return _outcome(frame, **kwargs)
+
+
+def _outcome(frame: pd.DataFrame, **kwargs):
+    """Every array of the BarSet and its provenance, or the error's text."""
+    try:
+        barset = bars.from_frame(frame, timezone=NEW_YORK, **kwargs)
+    except DataError as exc:
+        return str(exc)
+    arrays = {name: [getattr(b, name) for b in barset.bars.values()] for name in
+              ("timestamp", "open", "high", "low", "close", "volume", "session")}
+    return (barset.symbols, barset.bar_ns, barset.files, barset.sessions.open_ns.tolist(),
+            {name: [a.tolist() for a in listed] for name, listed in arrays.items()})
+
+
+@settings(deadline=None, max_examples=40,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_from_frame_fast_path_equals_the_arrow_path(monkeypatch, week, data):
+    frame = week.copy()
+    if data.draw(st.booleans(), "shuffle"):
+        frame = frame.sample(frac=1.0, random_state=data.draw(st.integers(0, 99))).reset_index(
+            drop=True)
+    symbol = data.draw(st.sampled_from(["category", "object", "str"]), "symbol dtype")
+    frame["symbol"] = frame["symbol"].astype(str).astype(symbol)
+    stamps = data.draw(st.sampled_from(["aware", "naive", "naive-us", "utc"]), "timestamps")
+    if stamps.startswith("naive"):
+        frame["timestamp"] = frame["timestamp"].dt.tz_localize(None)
+    if stamps == "naive-us":
+        frame["timestamp"] = frame["timestamp"].dt.as_unit("us")
+    if stamps == "utc":
+        frame["timestamp"] = frame["timestamp"].dt.tz_convert("UTC")
+    if data.draw(st.booleans(), "float volume"):
+        frame["volume"] = frame["volume"].astype(float)
+    broken = data.draw(st.sampled_from([None, "nan", "high", "duplicate", "dst"]), "broken")
+    row = data.draw(st.integers(0, len(frame) - 1), "row")
+    if broken == "nan":
+        frame.loc[row, "close"] = np.nan
+    elif broken == "high":
+        frame.loc[row, "high"] = frame.loc[row, "low"] / 2
+    elif broken == "duplicate":
+        frame = pd.concat([frame, frame.iloc[[row]]], ignore_index=True)
+    elif broken == "dst" and stamps.startswith("naive"):
+        frame.loc[row, "timestamp"] = pd.Timestamp("2024-03-10 02:30")
+    kwargs = data.draw(st.sampled_from([{}, {"symbols": ["SYNB"]},
+                                        {"symbols": ["SYNB", "SYNA"], "bar_stamp": "close"}]))
+    assert _outcome(frame, **kwargs) == _via_arrow(monkeypatch, frame, **kwargs)
+
+
+def _first_failure_by_masks(open_, high, low, close, volume):
+    """The rule order `_check_values` promises, with numpy masks: (row, column) or None."""
+    failures = []
+    for name, values in zip(("open", "high", "low", "close"), (open_, high, low, close)):
+        failures += [(np.flatnonzero(~np.isfinite(values)), name),
+                     (np.flatnonzero(values <= 0), name)]
+    with np.errstate(invalid="ignore"):
+        failures += [(np.flatnonzero(high < np.maximum(open_, close)), "high"),
+                     (np.flatnonzero(low > np.minimum(open_, close)), "low"),
+                     (np.flatnonzero(~(np.isfinite(volume) & (volume >= 0))), "volume")]
+    found = [(int(rows[0]), order, name) for order, (rows, name) in enumerate(failures)
+             if len(rows)]
+    return min(found)[::2] if found else None
+
+
+@settings(deadline=None, max_examples=80)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), n_broken=st.integers(0, 4))
+def test_value_checks_report_the_earliest_row_and_first_rule(seed, n, n_broken):
+    rng = np.random.default_rng(seed)
+    close = rng.uniform(10, 11, n)
+    open_ = rng.uniform(10, 11, n)
+    high = np.maximum(open_, close) + rng.uniform(0, 0.1, n)
+    low = np.minimum(open_, close) - rng.uniform(0, 0.1, n)
+    volume = rng.integers(0, 100, n).astype(float)
+    columns = [open_, high, low, close, volume]
+    for _ in range(n_broken):
+        column = columns[rng.integers(0, 5)]
+        column[rng.integers(0, n)] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -1.0, 5.0, 20.0])
+    frame = pd.DataFrame({"timestamp": pd.date_range("2024-07-02 09:30", periods=n,
+                                                     freq="min"), "symbol": "AAA",
+                          "open": open_, "high": high, "low": low, "close": close,
+                          "volume": volume})
+    expected = _first_failure_by_masks(*columns)
+    if expected is None:
+        assert bars.from_frame(frame, timezone=NEW_YORK).n_bars == n
+        return
+    with pytest.raises(DataError) as caught:
+        bars.from_frame(frame, timezone=NEW_YORK)
+    assert (caught.value.row, caught.value.column) == (expected[0] + 1, expected[1])

@@ -7,6 +7,8 @@ import datetime
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backtester import sessions
 
@@ -88,3 +90,83 @@ def test_infer_makes_one_session_per_local_date():
     assert table.open_ns.tolist() == [_ns("2024-03-11 09:00"), _ns("2024-03-12 00:00")]
     assert table.close_ns.tolist() == [_ns("2024-03-11 23:01"), _ns("2024-03-12 00:02")]
     assert table.locate(stamps).tolist() == [0, 0, 1, 1]
+
+
+# The fast paths (an offset table per hour, a one-pass locate) against pandas and numpy.
+
+ZONES = ["America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata", "UTC",
+         "Pacific/Chatham", "America/Sao_Paulo"]
+_1990, _2030 = pd.Timestamp("1990-01-01").value, pd.Timestamp("2030-01-01").value
+
+
+def _pandas_wall(stamps: np.ndarray, zone: str) -> np.ndarray:
+    index = pd.DatetimeIndex(stamps.view("datetime64[ns]")).tz_localize("UTC")
+    return index.tz_convert(zone).tz_localize(None).asi8
+
+
+def _pandas_utc(wall: np.ndarray, zone: str) -> np.ndarray:
+    index = pd.DatetimeIndex(wall.view("datetime64[ns]"))
+    return index.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").as_unit("ns").asi8
+
+
+@st.composite
+def dense_stamps(draw):
+    """Minute-ish stamps packed densely around a random instant (often a DST change), in
+    time order or shuffled, so that the per-hour table is used."""
+    centre = draw(st.integers(_1990, _2030))
+    span = draw(st.sampled_from([3_600, 86_400, 10 * 86_400])) * 10**9
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n = draw(st.integers(1, 3000))
+    stamps = centre + rng.integers(-span, span, n) // draw(st.sampled_from([1, 60 * 10**9]))
+    if draw(st.booleans()):
+        stamps = np.sort(stamps)
+    return stamps.astype(np.int64)
+
+
+@settings(deadline=None, max_examples=60)
+@given(stamps=dense_stamps(), zone=st.sampled_from(ZONES))
+def test_local_wall_time_equals_pandas_tz_convert(stamps, zone):
+    np.testing.assert_array_equal(sessions.local_wall_ns(stamps, zone),
+                                  _pandas_wall(stamps, zone))
+
+
+@settings(deadline=None, max_examples=60)
+@given(wall=dense_stamps(), zone=st.sampled_from(ZONES))
+def test_utc_from_wall_time_equals_pandas_tz_localize_or_is_none(wall, zone):
+    expected = _pandas_utc(wall, zone)
+    got = sessions.utc_from_wall_ns(wall, zone)
+    missing = expected == np.iinfo(np.int64).min
+    if missing.any():
+        assert got is None
+    else:
+        np.testing.assert_array_equal(got, expected)
+    valid = wall[~missing]
+    np.testing.assert_array_equal(sessions.utc_from_wall_ns(valid, zone),
+                                  _pandas_utc(valid, zone))
+
+
+def test_utc_from_wall_time_is_none_for_the_skipped_and_repeated_hours():
+    skipped = pd.date_range("2024-03-10 01:00", "2024-03-10 04:00", freq="min").as_unit("ns").asi8
+    repeated = pd.date_range("2024-11-03 00:00", "2024-11-03 03:00", freq="min").as_unit("ns").asi8
+    assert sessions.utc_from_wall_ns(skipped, NEW_YORK) is None
+    assert sessions.utc_from_wall_ns(repeated, NEW_YORK) is None
+    fine = pd.date_range("2024-03-10 03:00", "2024-03-11 03:00", freq="min").as_unit("ns").asi8
+    np.testing.assert_array_equal(sessions.utc_from_wall_ns(fine, NEW_YORK),
+                                  _pandas_utc(fine, NEW_YORK))
+
+
+@settings(deadline=None, max_examples=60)
+@given(stamps=dense_stamps(), n_sessions=st.integers(0, 40), seed=st.integers(0, 2**32 - 1))
+def test_locate_equals_searchsorted_whatever_the_order(stamps, n_sessions, seed):
+    rng = np.random.default_rng(seed)
+    low, high = int(stamps.min()) - 10**12, int(stamps.max()) + 10**12
+    edges = np.unique(rng.integers(low, high, 2 * n_sessions))
+    edges = edges[: len(edges) // 2 * 2]
+    open_ns, close_ns = edges[0::2], edges[1::2]
+    table = sessions.SessionTable(NEW_YORK, "none", np.arange(len(open_ns)).astype(
+        "datetime64[D]"), open_ns, close_ns)
+    index = np.searchsorted(open_ns, stamps, side="right") - 1
+    inside = (index >= 0) & (stamps < close_ns[np.maximum(index, 0)] if len(close_ns) else False)
+    expected = np.where(inside, index, -1).astype(np.int32)
+    np.testing.assert_array_equal(table.locate(stamps), expected)
