@@ -12,6 +12,7 @@ For example::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
@@ -34,6 +35,7 @@ from .execution import (
     outer_joblib_config,
     run_clusters,
     run_task,
+    sweep_leftovers,
     warm_task,
 )
 from .merge import Merged, merge
@@ -203,8 +205,10 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
 
     Keyword overrides take precedence over the config; `overrides_from` says where they came
     from (``"argument"``, or ``"command line"`` for the CLI) in errors and the timing report.
-    The results folder may be new, empty or an earlier run's results: anything else there is
-    refused (`BacktestError`) before the run starts. With `compare_sequential`, the same
+    The results folder may be new, empty or an earlier run's results (which carry
+    `report.MARKER`): anything else there is refused (`BacktestError`) before the run starts,
+    and so is a folder another run is writing (`FolderBusy`, see `report.results_lock`).
+    Leftovers of killed runs are removed first, with one logged line (`sweep_leftovers`). With `compare_sequential`, the same
     clusters also run sequentially and `timing["identical"]` records whether both results match
     exactly (they must). `progress(result, total)` is called as each parallel cluster finishes;
     a `progress.start()` method, if it has one, is called just before the first is submitted.
@@ -214,6 +218,17 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
     prep = prepare(config, bars=bars, backend=backend, n_jobs=n_jobs, out=out,
                    compare_sequential=compare_sequential, cluster_by=cluster_by, address=address,
                    check_output=write, overrides_from=overrides_from)
+    # Held from here until the results are in place: a second run writing the same folder
+    # stops at once (`FolderBusy`) instead of silently replacing this one's results.
+    hold = report.results_lock(prep.config.output.dir, prep.output_label, prep.output_hint) \
+        if write else contextlib.nullcontext()
+    with hold:
+        sweep_leftovers(prep.config.output.dir if write else None)
+        return _run_prepared(prep, started, t0, write, progress)
+
+
+def _run_prepared(prep: Prepared, started: dt.datetime, t0: float, write: bool,
+                  progress: Callable[[ClusterResult, int], None] | None) -> RunResult:
     cfg, plan, barset, layout = prep.config, prep.plan, prep.bars, prep.layout
     clusters = layout.clusters
     exe = cfg.execution

@@ -9,14 +9,18 @@ The rule with a caret under the offending column follows that line only on a ter
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import BacktestError, ClusterError, WorkerLost
+from .errors import BacktestError, ClusterError, OutputError, Terminated, WorkerLost
 
 EXIT_BAD_INPUT = 2
 
@@ -284,6 +288,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _terminate_like_ctrl_c(), _log_lines_to_stderr():
+        return _dispatch(args)
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c():
+    """SIGTERM raises `Terminated` (a `KeyboardInterrupt`) for the block, so that a run stopped
+    by `kill`, a job scheduler or a container's shutdown cleans up exactly as Ctrl-C does:
+    workers stopped, temporary files removed, the results folder left as it was. A second
+    SIGTERM during that clean-up ends the process at once (its default action). Only the main
+    thread can take signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _log_lines_to_stderr():
+    """The package's log lines (such as what `sweep_leftovers` removed) as plain lines on
+    stderr, unless the application set up logging itself."""
+    logger = logging.getLogger("backtester")
+    if logger.handlers or logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except BacktestError as exc:
@@ -292,9 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if detail and (getattr(args, "verbose", False) or sys.stderr.isatty()):
             print(detail, file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ClusterError, WorkerLost) as exc:
+    except (ClusterError, WorkerLost, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("terminated: no results written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted: no results written", file=sys.stderr)
         return 130

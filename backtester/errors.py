@@ -61,3 +61,22 @@ class ClusterError(Exception):
 
 class WorkerLost(Exception):
     """A worker process died (killed, out of memory) while running clusters."""
+
+
+class FolderBusy(BacktestError):
+    """Another run (a process, or a thread of this one) is writing the same results folder.
+
+    The second run stops at once, before any work, rather than wait and then silently replace
+    the first run's results. Exit status 2, like bad input: the fix is in the command line.
+    """
+
+
+class OutputError(Exception):
+    """The results could not be written (disk full, read-only file system, a quota or file
+    size limit): one line naming the results folder, the reason and what to do. Nothing was
+    replaced; the CLI prints it and exits 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned by the CLI into an interrupt so that it cleans up exactly as Ctrl-C
+    does: workers stopped, temporary files removed, earlier results left in place."""

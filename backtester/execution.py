@@ -33,7 +33,9 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -45,8 +47,9 @@ import numpy as np
 
 from .bars import BarSet, SymbolBars
 from .cluster import ClusterResult, run_cluster
-from .errors import ClusterError, WorkerLost
+from .errors import ClusterError, OutputError, WorkerLost
 from .plan import Plan
+from .report import process_alive
 from .schedule import Cluster
 from .sessions import SessionTable
 
@@ -145,27 +148,98 @@ class SharedBars:
 
 
 _PREFIX = "backtester-bars-"
+# What a run puts in its shared folder: the column files, results of tasks (`ResultsFile`) and
+# joblib's memory-mapped arguments (`JoblibEngine` points joblib's temp folder here).
+_SHARED_NAMES = (*(f"{c}.npy" for c in COLUMNS), "results-", "joblib_memmapping_folder_")
 
 
-def _remove_stale_folders(root: str) -> None:
-    """Remove the folders of runs whose process no longer exists (killed by SIGKILL or SIGTERM,
-    which skip the clean-up), so such leftovers do not pile up in memory on ``/dev/shm``."""
+def _remove_stale_folders(root: str) -> list[str]:
+    """Remove the shared folders of runs whose process no longer exists (killed by SIGKILL, or
+    by SIGTERM outside the CLI, which skip the clean-up), so such leftovers do not pile up in
+    memory on ``/dev/shm``. Only folders named after a dead process and holding nothing but
+    what a run puts there are removed; returns their paths."""
     try:
-        entries = os.listdir(root)
+        entries = sorted(os.listdir(root))
     except OSError:
-        return
+        return []
+    removed = []
     for entry in entries:
         if not entry.startswith(_PREFIX):
             continue
         pid = entry[len(_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        folder = os.path.join(root, entry)
+        if not pid.isdigit() or process_alive(int(pid)) or os.path.islink(folder):
             continue
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+            if not all(name.startswith(_SHARED_NAMES) for name in os.listdir(folder)):
+                continue
+            shutil.rmtree(folder)
         except OSError:
-            pass   # alive, but another user's
+            continue
+        removed.append(folder)
+    return removed
+
+
+def sweep_leftovers(results_target: str | os.PathLike | None = None) -> list[str]:
+    """Remove what runs killed outright (SIGKILL, out of memory) left behind, and log one line
+    saying what, when there was anything: the bars folders of their workers (on ``/dev/shm``
+    and in the temp folder, joblib's memory maps inside them) and, beside `results_target`,
+    their half-written results folders (`report.sweep_results_leftovers`). Returns the
+    descriptions logged. `api.run` calls it before each run."""
+    from . import report
+
+    roots = dict.fromkeys(r for r in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(r))
+    bars = [folder for root in roots for folder in _remove_stale_folders(root)]
+    done = []
+    if bars:
+        done.append(f"{len(bars)} worker bars folder{'s' * (len(bars) > 1)} ({bars[0]}"
+                    + (f" and {len(bars) - 1} more" if len(bars) > 1 else "") + ")")
+    if results_target is not None:
+        parent = os.path.dirname(os.path.abspath(os.fspath(results_target)))
+        done += report.sweep_results_leftovers(parent)
+    report.log_swept(done)
+    return done
+
+
+PARENT_POLL_SECONDS = 0.2
+_WATCHED_PARENT: int | None = None
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker process, exit as soon as the run's main process `parent_pid` is gone.
+
+    Without it, a main process killed by SIGKILL (or by SIGTERM outside the CLI) leaves loky
+    and multiprocessing workers computing their tasks for minutes, holding memory and the
+    bars' files. A daemon thread checks every `PARENT_POLL_SECONDS` that this process still has
+    the parent it started with, and ends the process at once (``os._exit``) when not. A thread
+    rather than ``prctl(PR_SET_PDEATHSIG)``: that signal fires when the *thread* that started
+    the worker exits, and loky keeps its workers for later runs, which may start in a thread
+    that ends before them. Also restores SIGTERM's default action, which a forked worker
+    inherits from the CLI's handler (`cli.main`), so that stopping a worker stops it. Does
+    nothing in `parent_pid` itself (threads) or when already watching.
+    """
+    global _WATCHED_PARENT
+    if os.getpid() == parent_pid or _WATCHED_PARENT is not None:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    watched = os.getppid()
+    if watched != parent_pid and not process_alive(parent_pid):
+        os._exit(1)   # the run ended before this worker started
+    _WATCHED_PARENT = watched
+
+    def watch() -> None:
+        while os.getppid() == watched:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="backtester-parent-watch", daemon=True).start()
+
+
+def _in_worker(parent_pid: int, function: Callable, *args):
+    """`function(*args)` in a process worker that dies with the run (`die_with_parent`)."""
+    die_with_parent(parent_pid)
+    return function(*args)
 
 
 def _shared_root(nbytes: int) -> str | None:
@@ -392,19 +466,27 @@ class JoblibEngine(Engine):
         self.shares_files = not self.uses_threads
 
     def _make(self) -> joblib.Parallel:
+        # joblib's memory maps of large arguments go in the run's shared folder (`temp_folder`,
+        # set by `run_clusters`), which `sweep_leftovers` removes if the run is killed.
         return joblib.Parallel(n_jobs=self.n_jobs, backend=self.backend,
                                return_as="generator_unordered", batch_size=1,
-                               pre_dispatch="2*n_jobs")
+                               pre_dispatch="2*n_jobs", temp_folder=self.options.get("temp_folder"))
+
+    def _call(self, function: Callable, *args) -> tuple:
+        """`function(*args)` as a joblib task; in process workers, ones that die with the run."""
+        if self.uses_threads:
+            return joblib.delayed(function)(*args)
+        return joblib.delayed(_in_worker)(os.getpid(), function, *args)
 
     def start(self, warm_task: Task | None = None) -> float:
         if self.uses_threads:
             return 0.0
         began = time.perf_counter()
-        list(self._make()(joblib.delayed(warm_up)(warm_task) for _ in range(self.n_jobs)))
+        list(self._make()(self._call(warm_up, warm_task) for _ in range(self.n_jobs)))
         return time.perf_counter() - began
 
     def run(self, tasks: Sequence[Task]) -> Iterator[list[ClusterResult]]:
-        yield from self._make()(joblib.delayed(run_task)(*task) for task in tasks)
+        yield from self._make()(self._call(run_task, *task) for task in tasks)
 
 
 class ProcessPoolEngine(Engine):
@@ -428,7 +510,9 @@ class ProcessPoolEngine(Engine):
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(max_workers=self.n_jobs,
-                                                 mp_context=multiprocessing.get_context())
+                                                 mp_context=multiprocessing.get_context(),
+                                                 initializer=die_with_parent,
+                                                 initargs=(os.getpid(),))
         return self._executor
 
     def start(self, warm_task: Task | None = None) -> float:
@@ -543,6 +627,7 @@ class DaskEngine(Engine):
             self._cluster = LocalCluster(n_workers=self.n_jobs, threads_per_worker=1,
                                          processes=True, dashboard_address=None)
             self._client = Client(self._cluster)
+            self._client.run(die_with_parent, os.getpid())
         self._client.run(warm_up, warm_task)
         return time.perf_counter() - began
 
@@ -619,6 +704,7 @@ def run_clusters(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, *, bac
     try:
         if shipping == "memmap" and clusters:
             shared = SharedBars(barset)
+            engine.options["temp_folder"] = shared.folder
         tasks = make_tasks(plan, clusters, barset, workers, batch_size, shared)
         written = time.perf_counter() - began
         startup = written + engine.start(warm_task(plan, clusters, barset, shared))
@@ -632,6 +718,13 @@ def run_clusters(plan: Plan, clusters: Sequence[Cluster], barset: BarSet, *, bac
                     progress(result)
     except ClusterError:
         raise
+    except OSError as exc:   # the run's own temporary files: the bars' copy, task results
+        from .report import why_not_written
+
+        where = shared.folder if shared is not None else tempfile.gettempdir()
+        raise OutputError(f"cannot write the run's temporary files in {where}: "
+                          f"{why_not_written(exc)} (or run with --backend threading, which "
+                          f"needs none); no results were written") from None
     except Exception as exc:
         if type(exc).__name__ in _LOST_WORKER:
             raise WorkerLost(f"a {backend} worker process died while running clusters "

@@ -14,7 +14,9 @@ rows, shows the first differing rows side by side, and lists the fields of the r
 differ from the golden run's (dependency versions, data hashes, config hash), so an upgrade that
 moves numbers is recognised as such. `compare(run_a, run_b)` is the same diff between any two
 result folders. With `update=True`, `regress` rewrites the goldens instead (the manifest without
-its volatile fields), and the review diff of `tests/golden/` shows what changed.
+its volatile fields), and the review diff of `tests/golden/` shows what changed. An update
+touches only golden folders regress wrote (they carry `report.MARKER`): it refuses to replace,
+and never removes as stale, a folder without it, nor one holding files of the user's.
 
 The files are compared as text read with the `csv` module, not through pandas: what is
 compared is what a user reads, independent of the pandas version's parsing.
@@ -58,6 +60,11 @@ VOLATILE_MANIFEST_FIELDS = ("started", "duration_seconds", "joblib_cpu_count")
 # The config's path as given on the command line: the manifest's config hash is what matters.
 IGNORED_SUMMARY_FIELDS = ("config",)
 SHOW_ROWS = 5
+# How golden folders are named in errors and marked (`report.MARKER`): the marker holds only
+# this, so that an update that moves nothing leaves no diff.
+GOLDEN_LABEL = "--golden"
+GOLDEN_HINT = "move that folder aside, or choose another --golden"
+GOLDEN_WRITER = "backtester regress --update"
 
 _INTEGER = re.compile(r"[+-]?\d+\Z")
 _ABSENT = type("Absent", (), {"__repr__": lambda self: "(absent)"})()
@@ -128,6 +135,9 @@ def regress(configs: str | Path = "configs", golden: str | Path = "tests/golden"
     if not paths:
         raise BacktestError(f"{configs}: no *.yaml configs to run")
     failures = 0
+    if update:   # refuse a golden folder we did not write before running anything
+        for path in paths:
+            report.check_target(golden / path.stem, GOLDEN_LABEL, GOLDEN_HINT)
     with tempfile.TemporaryDirectory(prefix="backtester-regress-") as tmp:
         runs: dict[str, Path] = {}
         for path in paths:
@@ -190,10 +200,13 @@ def _run_config(path: Path, out: Path) -> Path:
 
 
 def _stale_goldens(golden: Path, stems: set[str]) -> list[Path]:
+    """Folders in `golden` that regress wrote (they carry our marker) for no config in `stems`:
+    any other folder there is the user's and none of regress's business."""
     if not golden.is_dir():
         return []
     return sorted(p for p in golden.iterdir()
-                  if p.is_dir() and p.name not in stems and (p / MANIFEST).is_file())
+                  if p.is_dir() and not p.is_symlink() and p.name not in stems
+                  and report.read_marker(p) is not None)
 
 
 def _update_goldens(runs: Mapping[str, Path], golden: Path, out: TextIO) -> None:
@@ -203,7 +216,8 @@ def _update_goldens(runs: Mapping[str, Path], golden: Path, out: TextIO) -> None
         target = golden / stem
         before = compare_folders(target, folder, stem, labels=("old", "new")) \
             if target.is_dir() else None
-        with report.AtomicFolder(target) as staging:
+        with report.AtomicFolder(target, GOLDEN_LABEL, GOLDEN_HINT, stable_marker=True,
+                                 written_by=GOLDEN_WRITER) as staging:
             for name in RESULT_FILES:
                 if (folder / name).is_file():
                     shutil.copyfile(folder / name, staging.path / name)
@@ -226,6 +240,14 @@ def _update_goldens(runs: Mapping[str, Path], golden: Path, out: TextIO) -> None
             for diff in before.files:
                 print(diff.render(before.labels)[0], file=out)
     for folder in _stale_goldens(golden, set(runs)):
+        foreign = sorted(p.name for p in folder.iterdir()
+                         if p.name not in report.RESULT_FOLDER_FILES and p.name != report.MARKER
+                         or p.is_symlink() or not p.is_file())
+        if foreign:
+            print(f"kept  {folder.name}: stale golden results, but the folder also holds "
+                  f"{', '.join(foreign[:3])}, which regress did not write: remove it yourself",
+                  file=out)
+            continue
         shutil.rmtree(folder)
         print(f"gone  {folder.name}: removed stale golden results (no such config)", file=out)
     print(f"regress: goldens of {len(runs)} configs in {golden}; review `git diff {golden}`",

@@ -4,25 +4,39 @@ Everything goes into a temporary sibling folder first and is renamed into place 
 complete, so a run that fails (or is interrupted) leaves the previous results untouched and no
 partial folder behind. Floats are written with Python's shortest round-trip repr, so a CSV reads
 back bit-identical.
+
+Ownership: every results folder carries `MARKER`, a dot-file saying what wrote it, and only a
+folder with it is ever replaced (`check_target`); one run at a time writes a folder
+(`results_lock`); what a killed run left beside it is swept by the next (`sweep_results_leftovers`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import datetime as dt
+import errno
+import fcntl
+import functools
 import json
+import logging
 import os
 import platform
+import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .errors import BacktestError
+from .errors import BacktestError, FolderBusy, OutputError
 
 ALERT_COLUMNS = ["timestamp", "symbol", "alert", "close"]
 TRADE_COLUMNS = ["alert", "symbol", "signal_time", "entry_time", "entry_price", "exit_time",
@@ -52,23 +66,55 @@ def _json_default(value: Any) -> Any:
 
 
 # Every file a run (`api.write_outputs`), a golden update (`regress`) or a scaling report
-# (`scaling.write_report`) puts in its folder. A folder holding only these, one of them a
-# marker, is ours to replace; anything else there is the user's and is never deleted.
+# (`scaling.write_report`) puts in its folder, besides the ownership marker (`MARKER`).
 RESULT_FOLDER_FILES = frozenset({
     "alerts.csv", "alerts.parquet", "forward.csv", "forward.parquet", "trades.csv",
     "trades.parquet", "summary.json", "summary.md", "timing.json", "timing.md", "manifest.json",
     "scaling.md", "scaling.svg", "scaling.json",
 })
-RESULT_FOLDER_MARKERS = ("manifest.json", "scaling.json")
+MARKER = ".backtester-results.json"
+"""The dot-file in every folder `AtomicFolder` writes: what wrote it (``written_by``), and for a
+run its id, process and host. A folder is replaced only when it holds this marker and nothing
+but `RESULT_FOLDER_FILES`: file names alone (another tool's ``manifest.json`` and
+``summary.json``) do not make a folder ours."""
+
+_HOST = socket.gethostname()
+# `.NAME.tmp-PID-XXXXXXXX`: a results folder being written by process PID; `.NAME.old-...`:
+# earlier results moved aside while being replaced (only where the swap cannot be atomic).
+_SIBLING = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}\Z")
+
+log = logging.getLogger("backtester")
+
+
+def owner_marker(written_by: str) -> dict[str, Any]:
+    """The marker of a folder being written now by this process: `written_by` (such as
+    ``"backtester run"``), a fresh run id, the process id, the host and the time."""
+    return {"written_by": written_by, "run_id": secrets.token_hex(8), "pid": os.getpid(),
+            "host": _HOST, "created": dt.datetime.now(dt.timezone.utc).isoformat()}
+
+
+def read_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker in `folder` when backtester wrote it (a JSON object whose ``written_by``
+    starts with ``backtester``); None for anything else, a link or an unreadable file."""
+    path = Path(folder) / MARKER
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 * 1024:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and str(data.get("written_by", "")).startswith("backtester"):
+        return data
+    return None
 
 
 def check_target(target: str | os.PathLike, label: str, hint: str | None = None) -> Path:
     """The absolute path of `target` if a results folder may be written there; raise otherwise.
 
     A target may be created when its nearest existing parent is a folder this process can write
-    in, and replaced only when it is empty or one of our results folders (a marker such as
-    ``manifest.json`` and nothing but files we write). Anything else (the user's folder, a
-    plain file, a link) raises `BacktestError` naming `label` (``--out``,
+    in, and replaced only when it is empty or one of our results folders: it holds `MARKER`
+    and nothing but files we write. Anything else (the user's folder, another tool's results,
+    a plain file, a link) raises `BacktestError` naming `label` (``--out``,
     ``configs/x.yaml: output.dir``), the path and `hint`, before anything is written. For
     example::
 
@@ -95,16 +141,17 @@ def check_target(target: str | os.PathLike, label: str, hint: str | None = None)
         except OSError as exc:
             raise refuse(f"cannot list this folder: {exc.strerror or exc}") from None
         foreign = [name + "/" * (path / name).is_dir() for name in entries
-                   if name not in RESULT_FOLDER_FILES or (path / name).is_symlink()
-                   or not (path / name).is_file()]
+                   if (name not in RESULT_FOLDER_FILES and name != MARKER)
+                   or (path / name).is_symlink() or not (path / name).is_file()]
         if foreign:
             listed = ", ".join(foreign[:3]) + \
                 (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise refuse(f"exists and is not a backtester results folder (holds {listed}); "
                          f"refusing to replace it", ", or empty that folder first")
-        if entries and not any(marker in entries for marker in RESULT_FOLDER_MARKERS):
-            raise refuse("exists and has no manifest.json, so it is not a backtester results "
-                         "folder; refusing to replace it", ", or empty that folder first")
+        if entries and read_marker(path) is None:
+            raise refuse(f"exists and has no {MARKER} marker, so backtester did not write it "
+                         f"(another tool's results, or an older backtester's, which wrote none); "
+                         f"refusing to replace it", ", or empty that folder first")
     parent = path.parent
     while not parent.exists() and parent.parent != parent:
         parent = parent.parent
@@ -115,59 +162,338 @@ def check_target(target: str | os.PathLike, label: str, hint: str | None = None)
     return path
 
 
+# Lock files held by this process: path -> [file descriptor, owning thread, depth].
+_LOCKS: dict[str, list[int]] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def results_lock(target: str | os.PathLike, label: str = "results folder",
+                 hint: str | None = None) -> Iterator[Path]:
+    """Hold the lock of the results folder `target` for the block; a second run writing the
+    same folder (another process, or another thread here) stops at once with `FolderBusy`.
+
+    We stop rather than wait: a run that waited would replace the other run's results as soon
+    as it finished, which is the silent "last writer wins" this lock exists to prevent. The lock
+    is ``.NAME.lock`` beside the folder, held with ``flock``: the kernel releases it when its
+    process dies, however it dies, so a killed run never leaves a folder locked. The file is
+    removed on release (a run that finds it replaced after locking it starts over), and so are
+    parent folders this made, when still empty. Re-entrant within one thread: `AtomicFolder`
+    takes it too. For example::
+
+        with results_lock("results/rsi", "--out"):
+            ...   # FolderBusy: --out: results/rsi: another backtester run (pid 4242 ...) is ...
+    """
+    hint = hint or "choose another results folder"
+    path = Path(os.path.abspath(os.fspath(target)))
+    lock = path.with_name(f".{path.name}.lock")
+    key, me = str(lock), threading.get_ident()
+    with _LOCKS_GUARD:
+        held = _LOCKS.get(key)
+        if held is not None and held[1] != me:
+            raise _busy(os.fspath(target), label, hint, f"pid {os.getpid()}, another thread")
+        if held is not None:
+            held[2] += 1
+    if held is not None:
+        try:
+            yield path
+        finally:
+            with _LOCKS_GUARD:
+                held[2] -= 1
+        return
+    made = _make_parents(path.parent, os.fspath(target), label, hint)
+    try:
+        fd = _acquire(lock, os.fspath(target), label, hint)
+    except BaseException:
+        _remove_empty(made)
+        raise
+    with _LOCKS_GUARD:
+        _LOCKS[key] = [fd, me, 1]
+    try:
+        yield path
+    finally:
+        with _LOCKS_GUARD:
+            del _LOCKS[key]
+        try:
+            os.unlink(lock)   # while still locked: a run that opened it meanwhile starts over
+        except OSError:
+            pass
+        os.close(fd)
+        _remove_empty(made)
+
+
+def _acquire(lock: Path, shown: str, label: str, hint: str) -> int:
+    for _ in range(50):
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise BacktestError(f"{label}: {shown}: cannot create the lock file {lock.name} "
+                                f"beside it: {exc.strerror or exc} ({hint})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise _busy(shown, label, hint, holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(lock, follow_symlinks=False)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(owner_marker("backtester")).encode())
+            except OSError:
+                pass   # the holder's details only improve the message a second run prints
+            return fd
+        os.close(fd)   # its holder removed it after we opened it: lock the new one
+    raise _busy(shown, label, hint, "its lock file keeps changing")
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {int(info['pid'])} on {info['host']}, since {info['created'][:19]}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "details unknown"
+
+
+def _busy(shown: str, label: str, hint: str, holder: str) -> FolderBusy:
+    return FolderBusy(f"{label}: {shown}: another backtester run ({holder}) is writing this "
+                      f"results folder; nothing was done (wait for it to finish, or {hint})")
+
+
+def _make_parents(folder: Path, shown: str, label: str, hint: str) -> list[Path]:
+    """Create `folder` and its missing parents; the ones made, outermost first."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    made = []
+    try:
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                continue
+            made.append(folder)
+    except OSError as exc:
+        _remove_empty(made)
+        raise OutputError(f"{label}: {shown}: cannot create its parent folder {folder}: "
+                          f"{why_not_written(exc)} ({hint}); nothing was written") from None
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
+def why_not_written(exc: OSError) -> str:
+    """What an `OSError` while writing means, and what to do about it, in a few words."""
+    reason = exc.strerror or str(exc)
+    advice = {errno.ENOSPC: "free some space there", errno.EDQUOT: "free some of your quota",
+              errno.EROFS: "the file system is mounted read-only",
+              errno.EACCES: "check the folder's permissions",
+              errno.EPERM: "check the folder's permissions",
+              errno.EFBIG: "a file size limit (ulimit -f) was reached; raise it"}
+    return f"{reason}: {advice[exc.errno]}" if exc.errno in advice else reason
+
+
 class AtomicFolder:
     """A temporary folder beside `target` that replaces it on `commit()`; removed otherwise.
 
-    `target` is checked with `check_target` first (and again just before the rename): an
+    `target` is checked with `check_target` first (and again just before the swap): an
     existing target is replaced only when it is one of our results folders, so a mistyped
-    `--out` never deletes anything of the user's. The temporary folder is made like a plain
-    ``mkdir`` would (mode 0777 less the umask), so the results are as readable as any folder.
-    `label` names the setting in errors (``--out``, ``configs/x.yaml: output.dir``).
+    `--out` never deletes anything of the user's. The folder's lock (`results_lock`) is held
+    from here to `commit()` or `discard()`. The temporary folder, ``.NAME.tmp-PID-XXXXXXXX``, is
+    made like a plain ``mkdir`` would (mode 0777 less the umask) and gets `MARKER` at once, so
+    that a later run can tell it was ours when this process dies before finishing
+    (`sweep_results_leftovers`). On Linux the finished folder and the earlier results trade
+    places in one atomic rename, so there is no moment without results. A write that fails
+    (disk full, read-only, a quota) raises `OutputError`, one line, with nothing replaced.
+    `label` names the setting in errors (``--out``, ``configs/x.yaml: output.dir``);
+    `written_by` goes into the marker; `stable_marker` keeps only `written_by` there (goldens,
+    reviewed as diffs, must not change on every update).
     """
 
     def __init__(self, target: str | os.PathLike, label: str = "results folder",
-                 hint: str | None = None):
+                 hint: str | None = None, *, written_by: str = "backtester run",
+                 stable_marker: bool = False):
         self.label, self.hint = label, hint
+        self.shown = os.fspath(target)
         self.target = check_target(target, label, hint)
-        try:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.written_by, self.stable_marker = written_by, stable_marker
+        self.path: Path | None = None
+        self._lock: contextlib.AbstractContextManager | None = \
+            results_lock(self.target, label, hint)
+        self._lock.__enter__()
+        with self._discard_on_failure():
+            log_swept(sweep_results_leftovers(self.target.parent))
             self.path = _make_sibling(self.target, "tmp")
-        except OSError as exc:
-            raise BacktestError(f"{label}: {os.fspath(target)}: cannot create the results "
-                                f"folder: {exc.strerror or exc}") from None
+            write_json(owner_marker(written_by), self.path / MARKER)
 
     def commit(self) -> Path:
-        check_target(self.target, self.label, self.hint)   # still ours just before the swap
-        old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{secrets.token_hex(4)}")
-            os.replace(self.target, old)
-        os.replace(self.path, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        """Put the finished folder in place of `target`, atomically; release the lock."""
+        assert self.path is not None, "commit() after discard()"
+        with self._discard_on_failure():
+            check_target(self.target, self.label, self.hint)   # still ours just before the swap
+            if self.stable_marker:
+                write_json({"written_by": self.written_by}, self.path / MARKER)
+            if not self.target.exists():
+                os.rename(self.path, self.target)
+            elif _exchange(self.path, self.target):
+                shutil.rmtree(self.path, ignore_errors=True)   # now the earlier results
+            else:   # no atomic swap here: move the earlier results aside for a moment
+                old = self.target.with_name(
+                    f".{self.target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+                os.rename(self.target, old)
+                try:
+                    os.rename(self.path, self.target)
+                except BaseException:
+                    os.rename(old, self.target)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            self.path = None
+        self._release()
         return self.target
 
+    @contextlib.contextmanager
+    def _discard_on_failure(self) -> Iterator[None]:
+        """Any failure discards the folder; an `OSError` becomes a one-line `OutputError`."""
+        try:
+            yield
+        except OSError as exc:
+            self.discard()
+            raise self._error(exc) from None
+        except BaseException:
+            self.discard()
+            raise
+
     def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove the temporary folder and release the lock; the target is left as it was."""
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+        self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+    def _error(self, exc: OSError) -> OutputError:
+        return OutputError(f"{self.label}: {self.shown}: cannot write the results: "
+                           f"{why_not_written(exc)} ({self.hint or 'choose another results '}"
+                           f"{'' if self.hint else 'folder'}); nothing was replaced")
 
     def __enter__(self) -> AtomicFolder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.discard()
+        self.discard()   # after commit() only the (released) lock is left: nothing to undo
+        if isinstance(exc, OSError):
+            raise self._error(exc) from None
 
 
 def _make_sibling(target: Path, kind: str) -> Path:
-    """A new empty folder `.NAME.KIND-XXXXXXXX` beside `target`, mode 0777 less the umask."""
+    """A new empty folder `.NAME.KIND-PID-XXXXXXXX` beside `target`, mode 0777 less the umask."""
     for _ in range(100):
-        path = target.with_name(f".{target.name}.{kind}-{secrets.token_hex(4)}")
+        path = target.with_name(f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             os.mkdir(path)
         except FileExistsError:
             continue
         return path
     raise FileExistsError(f"no free temporary name beside {target}")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders `a` and `b` in one atomic rename (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); False where the system or the file system cannot."""
+    rename = getattr(_libc(), "renameat2", None)
+    if rename is None:
+        return False
+    at_cwd, exchange = -100, 2
+    if rename(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(b))
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:   # pragma: no cover - no C library to speak of
+        return None
+
+
+def sweep_results_leftovers(parent: str | os.PathLike) -> list[str]:
+    """Clean up after runs that died while writing a results folder in `parent`.
+
+    A ``.NAME.tmp-PID-*`` folder whose process PID is gone is removed; a ``.NAME.old-PID-*``
+    folder (earlier results moved aside for a moment) is put back as ``NAME`` when that is
+    missing, else removed. Only folders that are certainly ours are touched: they hold our
+    `MARKER` from this host (or nothing at all) and nothing but result files. Returns one
+    description of each thing done, for the caller to report.
+    """
+    parent = Path(parent)
+    try:
+        entries = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    done = []
+    for entry in entries:
+        match = _SIBLING.match(entry)
+        if match is None or process_alive(int(match["pid"])):
+            continue
+        folder = parent / entry
+        try:
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            names = os.listdir(folder)
+            marker = read_marker(folder)
+            if names and (marker is None or marker.get("host", _HOST) != _HOST or any(
+                    n not in RESULT_FOLDER_FILES and n != MARKER for n in names)):
+                continue
+            target = parent / match["name"]
+            if match["kind"] == "old" and names and not os.path.lexists(target):
+                os.rename(folder, target)
+                done.append(f"put back the earlier results {target} (from {entry})")
+                continue
+            shutil.rmtree(folder)
+            done.append(f"temporary results folder {folder}")
+        except OSError:
+            continue   # not ours to fight over: left as it is
+    return done
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (this one counts; another user's counts too)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True   # exists, another user's
+    return True
+
+
+def log_swept(done: list[str]) -> None:
+    """Say in one line what was cleaned up after killed runs (nothing when nothing was)."""
+    if done:
+        log.warning("removed what killed runs left behind: %s", "; ".join(done))
 
 
 SLOWEST_CLUSTERS = 5

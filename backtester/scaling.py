@@ -445,7 +445,7 @@ def write_report(report: ScalingReport, out: str | os.PathLike) -> Path:
     """`scaling.md`, `scaling.svg` and `scaling.json` in `out`, replaced atomically."""
     from .report import AtomicFolder, write_json
 
-    with AtomicFolder(out) as folder:
+    with AtomicFolder(out, written_by="backtester scale") as folder:
         (folder.path / "scaling.md").write_text(render_markdown(report), encoding="utf-8")
         (folder.path / "scaling.svg").write_text(render_svg(report), encoding="utf-8")
         write_json(report.to_dict(), folder.path / "scaling.json")

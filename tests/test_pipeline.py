@@ -252,8 +252,9 @@ def test_output_dir_in_the_config_is_named_when_it_is_refused(tmp_path, monkeypa
     (tmp_path / "out" / "alerts.csv").write_text("not ours: no manifest\n")
     status, _, err = run_cli(monkeypatch, capsys, tmp_path, "run", "c.yaml")
     assert status == 2
-    assert err == ["c.yaml: output.dir: out: exists and has no manifest.json, so it is not a "
-                   "backtester results folder; refusing to replace it (choose another "
+    assert err == ["c.yaml: output.dir: out: exists and has no .backtester-results.json "
+                   "marker, so backtester did not write it (another tool's results, or an older "
+                   "backtester's, which wrote none); refusing to replace it (choose another "
                    "output.dir, or pass --out, or empty that folder first)"]
     assert (tmp_path / "out" / "alerts.csv").read_text() == "not ours: no manifest\n"
 

@@ -280,6 +280,7 @@ def test_update_keeps_the_manifest_when_only_the_revision_moved(tmp_path):
     run = result_folder(tmp_path / "run", manifest={**MANIFEST, "git_revision": "def"})
     golden = tmp_path / "golden"
     result_folder(golden / "hand", manifest=regress.stable_manifest(MANIFEST))
+    report.write_json({"written_by": regress.GOLDEN_WRITER}, golden / "hand" / report.MARKER)
     kept = (golden / "hand" / "manifest.json").read_bytes()
     regress._update_goldens({"hand": run}, golden, io.StringIO())
     assert (golden / "hand" / "manifest.json").read_bytes() == kept

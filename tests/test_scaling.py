@@ -132,7 +132,8 @@ def test_run_scale_command_writes_the_report_atomically(small_bars, tmp_path, mo
     out = tmp_path / "scaling"
     status = run_scale_command(small_config(tmp_path), "threading", "1,2", str(out))
     assert status == 0
-    assert sorted(p.name for p in out.iterdir()) == ["scaling.json", "scaling.md", "scaling.svg"]
+    assert sorted(p.name for p in out.iterdir()) == [".backtester-results.json", "scaling.json",
+                                                     "scaling.md", "scaling.svg"]
     ET.parse(out / "scaling.svg")
     printed = capsys.readouterr().out
     assert "| threading | 2 |" in printed and "scaling.md" in printed
