@@ -83,6 +83,7 @@ class IndicatorLeaf:
     params: tuple[tuple[str, int | float], ...]    # bound, defaults filled in
     base: expr.Ind                                 # the node cumulative anchors are keyed by
     slots: tuple[tuple[int, str | None], ...]
+    source: str | None = None                      # a bar field in place of inputs[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,8 +237,9 @@ class _Builder:
         groups: dict[expr.Ind, list[tuple[int, str | None]]] = {}
         others = []
         for slot, node in leaves:
-            if isinstance(node, expr.Ind) and node.source is None:
-                base = expr.Ind(node.name, None, node.params, None)
+            if isinstance(node, expr.Ind) and (node.source is None
+                                               or isinstance(node.source, expr.Field)):
+                base = expr.Ind(node.name, node.source, node.params, None)
                 groups.setdefault(base, []).append((slot, node.output))
             else:
                 others.append((slot, node))
@@ -247,7 +249,9 @@ class _Builder:
             params = {k: (int(v) if expr._param_kind(spec, k) is int else v)
                       for k, v in base.params}
             bound = indicators.bind_params(base.name, (), params)
-            kernels.append(IndicatorLeaf(base.name, tuple(bound.items()), base, tuple(slots)))
+            source = base.source.name if isinstance(base.source, expr.Field) else None
+            kernels.append(IndicatorLeaf(base.name, tuple(bound.items()), base, tuple(slots),
+                                         source))
         return Program(code=code, constants=np.array(self.constants, dtype=np.float64),
                        n_slots=max(n_slots, 1), leaves=leaves,
                        outputs=tuple((node, slot_of[r]) for node, r in outputs),
@@ -364,8 +368,9 @@ def fill_leaves(program: Program, ctx: expr.Context, values: np.ndarray) -> None
 
     An indicator on bar fields calls its kernel directly, once for all its outputs: what
     `indicators.compute` does for inputs known to be finite (bar fields are: `bars` rejects
-    non-finite OHLCV), without re-binding and re-checking its parameters on every cluster.
-    Anything else (a field like hl2, an indicator of a rule's own series) goes through `expr`.
+    non-finite OHLCV), without re-binding and re-checking its parameters on every cluster; one
+    with a field as its source calls `compute` once for all its outputs. Anything else (a field
+    like hl2, an indicator of a rule's own series) goes through `expr`.
     """
     if ctx.n == 0:
         cache: dict = {}
@@ -377,6 +382,17 @@ def fill_leaves(program: Program, ctx: expr.Context, values: np.ndarray) -> None
         arrays = [np.ascontiguousarray(ctx.array(f), dtype=np.int64 if f in
                                        indicators.INTEGER_FIELDS else np.float64)
                   for f in spec.inputs]
+        if leaf.source is not None:
+            # A field as the source (`highest(high, 30)`): `expr` does not vouch for a source
+            # being finite, so neither do we; `compute` applies the NaN policy.
+            arrays[0] = np.ascontiguousarray(ctx.field(leaf.source), dtype=np.float64)
+            known = [False] + [True] * (len(arrays) - 1)
+            wanted = [output for _, output in leaf.slots] if spec.outputs else None
+            result = indicators.compute(leaf.name, *arrays, known_finite=known,
+                                        outputs=wanted, **dict(leaf.params))
+            for slot, output in leaf.slots:
+                values[slot] = result if output is None else result[output]
+            continue
         result = spec.kernel(*arrays, **dict(leaf.params))
         if not spec.outputs:
             if spec.cumulative and leaf.base in ctx.anchors:

@@ -5,7 +5,8 @@ symbols x `--days` sessions, cut into one cluster per symbol and week (`cluster_
 ~2k bars each). Config: 4 alerts (the RSI bracket strategy of the peers' benchmark, and the
 rules of configs/rsi.yaml, configs/macd_trend.yaml and configs/bracket.yaml's short).
 
-Figures, each the best of `--repeat` after a warm-up pass:
+Figures, each the best of `--repeat` after a warm-up pass (with `--compare`, the two
+evaluators' runs interleaved, so that other jobs' load hits both alike):
 
 - **small clusters**: `cluster.run_cluster` on every week cluster, one thread;
 - **one cluster per symbol**: the same bars as one cluster per symbol (the same indicator,
@@ -102,32 +103,43 @@ def run_threads(plan, items, sessions, n_threads: int) -> None:
         t.join()
 
 
-def best_of(repeat: int, run) -> float:
+def timed(run) -> float:
+    began = time.perf_counter()
     run()
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - began)
-    return min(times)
+    return time.perf_counter() - began
 
 
-def measure(evaluator: str, weeks, whole, repeat: int) -> dict:
-    cluster.DEFAULT_EVALUATOR = evaluator
+def measure(evaluators: list[str], weeks, whole, repeat: int) -> list[dict]:
+    """Every figure of every evaluator, interleaved (evaluator by evaluator within each
+    repetition, best of `repeat`), so that load from other jobs hits them alike."""
     plan, sessions = weeks.plan, weeks.bars.sessions
     small_items, whole_items = work(weeks), work(whole)
-    small = best_of(repeat, lambda: run_all(plan, small_items, sessions))
-    big = best_of(repeat, lambda: run_all(whole.plan, whole_items, sessions))
-    one = best_of(repeat, lambda: run_threads(plan, small_items, sessions, 1))
-    two = best_of(repeat, lambda: run_threads(plan, small_items, sessions, 2))
+    runs = {"small": lambda: run_all(plan, small_items, sessions),
+            "big": lambda: run_all(whole.plan, whole_items, sessions),
+            "one": lambda: run_threads(plan, small_items, sessions, 1),
+            "two": lambda: run_threads(plan, small_items, sessions, 2)}
+    best = {e: dict.fromkeys(runs, float("inf")) for e in evaluators}
+    for evaluator in evaluators:   # warm-up: kernels compiled or loaded
+        cluster.DEFAULT_EVALUATOR = evaluator
+        runs["small"]()
+    for _ in range(repeat):
+        for key, run in runs.items():
+            for evaluator in evaluators:
+                cluster.DEFAULT_EVALUATOR = evaluator
+                best[evaluator][key] = min(best[evaluator][key], timed(run))
+    cluster.DEFAULT_EVALUATOR = "fused"
     n_bars = sum(c.n_bars for c, _ in small_items)
     read_small = sum(c.n_read for c, _ in small_items)
     read_big = sum(c.n_read for c, _ in whole_items)
-    compute = big * read_small / read_big
-    return {"evaluator": evaluator, "clusters": len(small_items), "bars": n_bars,
-            "read": read_small, "small": small, "big": big,
-            "overhead_us": (small - compute) / len(small_items) * 1e6,
-            "per_cluster_us": small / len(small_items) * 1e6, "one": one, "two": two}
+    rows = []
+    for evaluator, t in best.items():
+        compute = t["big"] * read_small / read_big
+        rows.append({"evaluator": evaluator, "clusters": len(small_items), "bars": n_bars,
+                     "read": read_small, "small": t["small"], "big": t["big"],
+                     "overhead_us": (t["small"] - compute) / len(small_items) * 1e6,
+                     "per_cluster_us": t["small"] / len(small_items) * 1e6, "one": t["one"],
+                     "two": t["two"]})
+    return rows
 
 
 def main() -> None:
@@ -145,10 +157,8 @@ def main() -> None:
     barset = make_bars(args.symbols, args.days)
     weeks = api.prepare(config("week"), bars=barset, backend="sequential")
     whole = api.prepare(config({"count": args.symbols}), bars=barset, backend="sequential")
-    rows = [measure("fused", weeks, whole, args.repeat)]
-    if args.compare:
-        rows.append(measure("interpreter", weeks, whole, args.repeat))
-    cluster.DEFAULT_EVALUATOR = "fused"
+    rows = measure(["fused", "interpreter"] if args.compare else ["fused"], weeks, whole,
+                   args.repeat)
     first = rows[0]
     lines = [
         "# Small clusters: per-cluster overhead and threads",

@@ -4,8 +4,9 @@ bars of one symbol, on one core.
 Three figures, each the best of `--repeat` runs after one warm-up run (numba kernels compiled or
 loaded from the cache, TA-Lib loaded):
 
-- **rule graph**: `expr.evaluate(plan.roots, ctx)` alone: the 5 indicators (each computed once)
-  and every rule function and comparison of the 10 alerts, on the whole series;
+- **rule graph**: `expr.evaluate(plan.roots, ctx)` alone (the reference interpreter): the 5
+  indicators (each computed once) and every rule function and comparison of the 10 alerts, on
+  the whole series; and the same graph as the plan's compiled program (`fused.run`);
 - **cluster**: `cluster.run_cluster` on one cluster holding every bar: the rule graph plus the
   context arrays (local time of day), the time filters, candidate extraction and 3 forward-return
   horizons per candidate;
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backtester  # noqa: E402
-from backtester import api, cluster, expr, synth  # noqa: E402
+from backtester import api, cluster, expr, fused, synth  # noqa: E402
 from backtester.bars import from_frame  # noqa: E402
 
 NY = "America/New_York"
@@ -122,7 +123,10 @@ def main() -> None:
     functions = sorted({f.name for f in nodes if isinstance(f, expr.Func)})
 
     graph = best_of(args.repeat, lambda: expr.evaluate(plan.roots, expr.Context(arrays)))
+    compiled = best_of(args.repeat, lambda: fused.run(plan.program, expr.Context(arrays)))
     one_cluster = best_of(args.repeat, lambda: cluster.run_cluster(
+        plan, whole, symbol_bars, barset.sessions))
+    reference = best_of(args.repeat, lambda: cluster.run_cluster_reference(
         plan, whole, symbol_bars, barset.sessions))
     result = None
 
@@ -155,9 +159,11 @@ def main() -> None:
         "",
         "| what | seconds | ns/bar |",
         "| --- | ---: | ---: |",
-        row("rule graph (`expr.evaluate`, 10 alerts)", graph),
+        row("rule graph, reference interpreter (`expr.evaluate`, 10 alerts)", graph),
+        row("rule graph, compiled (`fused.run`: indicators + one kernel call)", compiled),
         row("one cluster (`run_cluster`: + time filters, candidates, 3 forward horizons)",
             one_cluster),
+        row("one cluster on the interpreter (`run_cluster_reference`)", reference),
         row("end to end (`backtester.run`, sequential, no output files)", total),
         row("end to end without forward horizons (no bootstrap statistics)", no_forward),
         "",

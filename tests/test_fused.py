@@ -59,7 +59,8 @@ _SESSION = st.sampled_from(["day_open", "prev_day_close", "day_high_so_far", "da
 def _numbers(conditions):
     base = st.one_of(_FIELDS, _CONST, _SESSION, st.sampled_from(
         ["sma(3)", "rsi(2)", "ema(close, 2)", "obv", "bbands(5, 2).percent_b", "vwap",
-         "macd(3, 6, 2).signal", "macd(3, 6, 2).macd", "atr(3)", "stoch(5, 3, 3).d"]))
+         "macd(3, 6, 2).signal", "macd(3, 6, 2).macd", "atr(3)", "stoch(5, 3, 3).d",
+         "highest(high, 3)", "bbands(close, 5, 2).upper", "bbands(low, 4, 2).percent_b"]))
 
     def extend(inner):
         return st.one_of(
