@@ -119,8 +119,38 @@ def from_calendar(
     start, end = _as_date(start), _as_date(end)
     if end < start:
         raise ValueError(f"calendar range ends ({end}) before it starts ({start})")
-    dates, open_ns, close_ns = _calendar_arrays(calendar, start, end)
+    dates, open_ns, close_ns = _calendar_sessions(calendar, start, end)
     return SessionTable(timezone, calendar, dates, open_ns, close_ns)
+
+
+def _calendar_sessions(
+    calendar: str, start: datetime.date, end: datetime.date
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sessions of ``[start, end]``, sliced from a calendar built for whole years: building
+    one costs ~1-2 s (exchange_calendars evaluates every holiday rule over its range), and bars
+    of the same years with other first or last days (a symbol selection, a slice, the next
+    chunk of a sweep) would otherwise each build their own. The cached calendar grows to the
+    whole years of every range asked for; a calendar that cannot cover those (its first or
+    last supported day falls inside them) is built for the exact range instead."""
+    cached = _WHOLE_YEARS.get(calendar)
+    if cached is None or not (cached[0] <= start and end <= cached[1]):
+        first = datetime.date(start.year, 1, 1)
+        last = datetime.date(end.year, 12, 31)
+        if cached is not None:
+            first, last = min(first, cached[0]), max(last, cached[1])
+        try:
+            cached = (first, last, _calendar_arrays(calendar, first, last))
+        except ValueError:
+            return _calendar_arrays(calendar, start, end)
+        _WHOLE_YEARS[calendar] = cached
+    dates, open_ns, close_ns = cached[2]
+    first_row = int(np.searchsorted(dates, np.datetime64(start, "D"), side="left"))
+    stop_row = int(np.searchsorted(dates, np.datetime64(end, "D"), side="right"))
+    return dates[first_row:stop_row], open_ns[first_row:stop_row], close_ns[first_row:stop_row]
+
+
+# calendar name -> (first day, last day, its sessions): the widest calendar built so far
+_WHOLE_YEARS: dict[str, tuple[datetime.date, datetime.date, tuple]] = {}
 
 
 def infer(timestamp_ns: np.ndarray, timezone: str, bar_ns: int) -> SessionTable:

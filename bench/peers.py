@@ -39,6 +39,10 @@ Usage::
     python bench/peers.py                       # 2M and 10M bars, naive and tz-aware, best of 3
     python bench/peers.py --bars 2000000 --repeat 5
     python bench/peers.py --quick               # smoke test: 2 symbols x 2 weeks, 1 repetition
+    python bench/peers.py --phases              # ours only: where the time goes, phase by phase
+
+``--phases`` wraps each step `bars.from_frame` and `backtester.run` take (through their
+modules' globals) with a wall and a CPU clock, and writes ``bench/out/peers-phases.md``.
 
 Outputs: the Markdown report on stdout and in ``bench/out/peers.md``, raw figures in
 ``bench/out/peers.json``; generated bars are cached in ``bench/out/peers-data/``.
@@ -304,6 +308,98 @@ def backtesting_stats(df: pd.DataFrame) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
+# Where our time goes
+
+# (module, function, label): the steps of `run_ours`, as `bars.from_frame` and `api.run` call
+# them through their modules' globals. Indented labels are parts of the one above.
+PHASES = [
+    ("bars", "from_frame", "bars.from_frame"),
+    ("bars", "_part_from_frame", "  columns to arrays (+ localize naive stamps)"),
+    ("bars", "_frame_digest", "  provenance SHA-256"),
+    ("bars", "_check_values", "  value checks"),
+    ("bars", "_check_order", "  order checks"),
+    ("bars", "_bar_interval", "  bar interval"),
+    ("bars", "_sessions_for", "  session table + locate"),
+    ("api", "prepare", "api.prepare"),
+    ("api", "load_config", "  config"),
+    ("api", "compile_plan", "  plan"),
+    ("api", "schedule", "  schedule (cluster layout, halos)"),
+    ("api", "run_task", "warm-up cluster (kernels loaded)"),
+    ("api", "run_clusters", "clusters (indicators, rules, trades)"),
+    ("api", "merge", "merge"),
+    ("api", "timing_report", "timing report"),
+    ("api", "summarise", "summary"),
+    ("stats", "compute_stats", "statistics"),
+    ("stats", "stats_frame", "statistics frame"),
+    ("api", "make_manifest", "manifest"),
+]
+
+
+def phase_profile(frame: pd.DataFrame, repeat: int) -> list[tuple[str, float, float]]:
+    """(label, wall s, CPU s) per phase of `run_ours(frame)`, from its fastest of `repeat`
+    runs, plus the total; each phase's function is wrapped with two clocks for the duration."""
+    from backtester import api, stats
+
+    modules = {"bars": bars_module, "api": api, "stats": stats}
+    clocks: dict[str, list[float]] = {}
+    originals = []
+
+    def timed(label: str, function: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = clocks.setdefault(label, [0.0, 0.0])
+                spent[0] += time.perf_counter() - wall
+                spent[1] += time.process_time() - cpu
+        return wrapper
+
+    for module, name, label in PHASES:
+        original = getattr(modules[module], name)
+        originals.append((modules[module], name, original))
+        setattr(modules[module], name, timed(label, original))
+    try:
+        run_ours(frame)
+        best = None
+        for _ in range(repeat):
+            clocks.clear()
+            wall, cpu = time.perf_counter(), time.process_time()
+            run_ours(frame)
+            total = (time.perf_counter() - wall, time.process_time() - cpu)
+            if best is None or total[0] < best[1][0]:
+                best = ({label: tuple(v) for label, v in clocks.items()}, total)
+    finally:
+        for module, name, original in originals:
+            setattr(module, name, original)
+    phases, total = best
+    rows = [(label, *phases.get(label, (0.0, 0.0))) for _, _, label in PHASES]
+    top = sum(w for label, w, _ in rows if not label.startswith(" "))
+    top_cpu = sum(c for label, _, c in rows if not label.startswith(" "))
+    rows.append(("(the rest: glue, result frames)", total[0] - top, total[1] - top_cpu))
+    rows.append(("total", *total))
+    return rows
+
+
+def render_phases(results: dict[tuple[int, str], list]) -> str:
+    keys = list(results)
+    lines = ["# Where ours spends its time (one core, best of the runs)", "",
+             "| phase | " + " | ".join(f"{bars:,} {variant} wall s / cpu s"
+                                       for bars, variant in keys) + " |",
+             "| --- |" + " ---: |" * len(keys)]
+    labels = [row[0] for row in results[keys[0]]]
+    for i, label in enumerate(labels):
+        cells = []
+        for key in keys:
+            _, wall, cpu = results[key][i]
+            total = results[key][-1][1]
+            cells.append(f"{wall:.3f} / {cpu:.3f} ({wall / total:.0%})")
+        shown = label.replace("  ", "&nbsp;&nbsp;", 1) if label.startswith("  ") else label
+        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
 # Timing and comparison
 
 
@@ -358,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
                         "many bars (0: all); its rate and trades are for those symbols")
     parser.add_argument("--cores", type=int, default=1, help="CPUs to pin to (0: no pinning)")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny data, 1 run")
+    parser.add_argument("--phases", action="store_true",
+                        help="only ours, timed phase by phase (where the time goes)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.bars.split(",") if s.strip()]
     repeat, peer_repeat = args.repeat, args.peer_repeat
@@ -369,6 +467,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown peer(s) {', '.join(sorted(unknown))} (one of {', '.join(PEERS)})")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     pinned = pin_to_cores(args.cores)
+    if args.phases:
+        results = {}
+        for size in sizes:
+            aware = bars_frame(size, args.quick)
+            for variant in variants:
+                frame = aware if variant == "tz-aware" else naive(aware)
+                run_ours(head(frame, 2, 2000))
+                results[(len(frame), variant)] = phase_profile(frame, repeat)
+        report = render_phases(results)
+        print(f"{pinned}\n\n{report}")
+        OUT.mkdir(exist_ok=True)
+        (OUT / "peers-phases.md").write_text(report, encoding="utf-8")
+        return 0
 
     missing = available_peers(wanted)
     for name, why in missing.items():

@@ -170,3 +170,31 @@ def test_locate_equals_searchsorted_whatever_the_order(stamps, n_sessions, seed)
     inside = (index >= 0) & (stamps < close_ns[np.maximum(index, 0)] if len(close_ns) else False)
     expected = np.where(inside, index, -1).astype(np.int32)
     np.testing.assert_array_equal(table.locate(stamps), expected)
+
+
+@pytest.mark.parametrize("start, end", [("2024-03-01", "2024-03-20"), ("2023-12-29", "2025-01-02"),
+                                        ("2024-07-03", "2024-07-05")])
+def test_calendar_sliced_from_whole_years_equals_the_exact_range(start, end):
+    start, end = datetime.date.fromisoformat(start), datetime.date.fromisoformat(end)
+    table = sessions.from_calendar("XNYS", start, end, NEW_YORK)
+    exact = sessions._calendar_arrays("XNYS", start, end)
+    for got, expected in zip((table.dates, table.open_ns, table.close_ns), exact):
+        np.testing.assert_array_equal(got, expected)
+        assert not got.flags.writeable
+
+
+def test_calendar_that_cannot_cover_whole_years_is_built_for_the_exact_range(monkeypatch):
+    built = []
+    real = sessions._calendar_arrays
+
+    def bounded(calendar, start, end):
+        built.append((start, end))
+        if start.month == 1 and start.day == 1:
+            raise ValueError("before the calendar's first session")
+        return real(calendar, start, end)
+
+    monkeypatch.setattr(sessions, "_calendar_arrays", bounded)
+    monkeypatch.setattr(sessions, "_WHOLE_YEARS", {})
+    start, end = datetime.date(2024, 3, 1), datetime.date(2024, 3, 8)
+    table = sessions.from_calendar("XNYS", start, end, NEW_YORK)
+    assert built[-1] == (start, end) and len(table) == 6
