@@ -125,6 +125,19 @@ def stop(child: subprocess.Popen) -> None:
 SLOW = "sleep=3"
 
 
+def start_with_workers(config: Path) -> tuple[subprocess.Popen, set[int]]:
+    """A slow run of `config` in a child process, once its workers have started: the child,
+    and every process under it."""
+    child = start_cli("run", str(config), hook=SLOW)
+    try:
+        wait_for(lambda: bars_folders(child.pid) or child.poll() is not None, "never started")
+        wait_for(lambda: len(workers_of(child.pid)) >= 2, "no workers started")
+    except BaseException:
+        stop(child)
+        raise
+    return child, descendants(child.pid)
+
+
 @pytest.mark.parametrize(("signum", "backend", "status", "line"), [
     (signal.SIGINT, "loky", 130, "interrupted: no results written"),
     (signal.SIGTERM, "loky", 143, "terminated: no results written"),
@@ -134,11 +147,8 @@ def test_a_signalled_run_stops_its_workers_and_keeps_the_earlier_results(
         tmp_path, bars_file, signum, backend, status, line):
     config = write_config(tmp_path, bars_file, backend, 2)
     before = earlier_results(tmp_path / "out")
-    child = start_cli("run", str(config), hook=SLOW)
+    child, workers = start_with_workers(config)
     try:
-        wait_for(lambda: bars_folders(child.pid) or child.poll() is not None, "never started")
-        wait_for(lambda: len(workers_of(child.pid)) >= 2, "no workers started")
-        workers = descendants(child.pid)
         child.send_signal(signum)
         _, stderr = child.communicate(timeout=120)
     finally:
@@ -155,11 +165,8 @@ def test_a_killed_run_takes_its_workers_along_and_the_next_run_sweeps_its_leftov
         tmp_path, bars_file, backend):
     config = write_config(tmp_path, bars_file, backend, 2)
     before = earlier_results(tmp_path / "out")
-    child = start_cli("run", str(config), hook=SLOW)
+    child, workers = start_with_workers(config)
     try:
-        wait_for(lambda: bars_folders(child.pid) or child.poll() is not None, "never started")
-        wait_for(lambda: len(workers_of(child.pid)) >= 2, "no workers started")
-        workers = descendants(child.pid)
         child.kill()
         child.wait(timeout=60)   # not communicate(): a surviving worker holds its pipes open
     finally:
