@@ -301,3 +301,19 @@ def test_bars_folders_holding_files_we_do_not_write_are_not_swept(tmp_path):
     (theirs / "data.db").write_bytes(b"")
     assert execution._remove_stale_folders(str(tmp_path)) == [str(ours)]
     assert theirs.exists() and not ours.exists()
+
+
+def test_a_slow_parallel_run_is_not_blamed_on_fixed_costs_smaller_than_the_sequential_run():
+    from backtester.api import timing_verdict
+    from backtester.execution import ExecutionReport
+
+    seq = ExecutionReport("sequential", 1, (), 12.8, 0.0, 12.8, 1)
+    par = ExecutionReport("loky", 4, (), 10.1, 3.9, 14.0, 16)
+    verdict = timing_verdict(seq, par, 12.8 / 14.0)
+    assert verdict.startswith("parallel slower (0.91x) on a 12.80 s sequential run, longer than "
+                              "the parallel run's worker start-up (3.900 s)")
+    assert "less than" not in verdict and "`backtester scale`" in verdict
+    quick = ExecutionReport("sequential", 1, (), 0.5, 0.0, 0.5, 1)
+    assert timing_verdict(quick, par, 0.5 / 14.0).startswith(
+        "parallel slower (0.04x): the sequential run took only 0.500 s, less than the parallel "
+        "run's fixed costs")
