@@ -329,19 +329,27 @@ JOBLIB_POLL_SECONDS = 0.01
 def timing_verdict(sequential: ExecutionReport, parallel: ExecutionReport, speedup: float) -> str:
     """One line that says what the speedup means, so that a slow parallel run does not puzzle.
 
-    When the parallel run was slower, or the sequential run took less than
-    `MIN_PARALLEL_SECONDS`, the figures measure fixed costs (worker start-up, dispatching tasks,
-    joblib's polling) rather than parallel compute; the line says so, with the figures, and
-    where a meaningful comparison comes from.
+    When the sequential run took less than `MIN_PARALLEL_SECONDS`, or the parallel run was
+    slower on a sequential run no longer than its worker start-up, the figures measure fixed costs
+    (worker start-up, dispatching tasks, joblib's polling) rather than parallel compute; the
+    line says so, with the figures, and where a meaningful comparison comes from. A parallel
+    run slower on more work than that is not blamed on fixed costs: the line names what slows
+    workers while they compute.
     """
     seq = sequential.total_seconds
     costs = (f"worker start-up {parallel.startup_seconds:.3f} s, {parallel.n_tasks} task "
              f"dispatches, joblib polling for results every {JOBLIB_POLL_SECONDS * 1000:.0f} ms")
     bench = ("measure on more data: `backtester synth` then `backtester scale` on a config "
              "reading it, or `make bench`")
-    if speedup < 1:
+    if speedup < 1 and (seq <= parallel.startup_seconds or seq < MIN_PARALLEL_SECONDS):
         return (f"parallel slower ({speedup:.2f}x): the sequential run took only {seq:.3f} s, "
                 f"less than the parallel run's fixed costs ({costs}); {bench}")
+    if speedup < 1:   # more work than the fixed costs, yet slower: they do not explain it
+        return (f"parallel slower ({speedup:.2f}x) on a {seq:.2f} s sequential run, longer than "
+                f"the parallel run's worker start-up ({parallel.startup_seconds:.3f} s): the "
+                f"workers lost time while computing (fewer free cores than {parallel.n_jobs} "
+                f"workers, the GIL with threads, or shipping bars and results); compare "
+                f"backends and worker counts with `backtester scale`")
     if seq < MIN_PARALLEL_SECONDS:
         return (f"speedup {speedup:.2f}x on a sequential run of only {seq:.3f} s: it mostly "
                 f"measures the parallel run's fixed costs ({costs}); {bench}")

@@ -362,6 +362,9 @@ def _list_files(source: str) -> list[_File]:
         raise DataError(source, "no such file or folder")
     files = []
     for path in paths:
+        if not os.path.isfile(path):   # a FIFO or device would block or never end
+            raise DataError(path, "not a regular file (a FIFO, device or socket cannot be "
+                            "read as bars; copy the data into a file)")
         kind = _file_kind(path)
         names = _csv_header(path) if kind == "csv" else _parquet_columns(path)
         columns = _resolve_columns(names, path, need_symbol=False)

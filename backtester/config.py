@@ -34,6 +34,14 @@ from .trades import Horizon, TradeSpec, parse_forward, parse_trade
 LAYOUTS = ("day", "week", "month", "quarter", "year", "auto")
 BACKENDS = ("auto", "sequential", "threading", "loky", "multiprocessing", "dask")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Ranges beyond any market's use, that would overflow 64-bit nanosecond arithmetic further on.
+MAX_DURATION_DAYS = 36_500
+MAX_BAR_COUNT = 10**9
+# How far a config may nest, and how many values it may hold once its aliases (*name) are
+# expanded: a few hundred bytes of aliases expand to a billion values (a "billion laughs"),
+# which anything that walks or quotes them never finishes; deep nesting exhausts the stack.
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 100_000
 _BARS = re.compile(r"^\s*(\d+)\s*(bar|bars)\s*$")
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -190,6 +198,43 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Confi
     return _config(raw, source, hashlib.sha256(text.encode()).hexdigest())
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses nesting deeper than `MAX_YAML_DEPTH` and documents that
+    expand (aliases followed) to more than `MAX_YAML_VALUES` values, with the line and column
+    where the limit was passed, before anything walks the document."""
+
+    def compose_node(self, parent, index):
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def expanded(node) -> int:   # each node once: aliases share their node
+            if id(node) not in sizes:
+                children = node.value if isinstance(node, yaml.SequenceNode) else \
+                    [n for pair in node.value for n in pair] \
+                    if isinstance(node, yaml.MappingNode) else []
+                sizes[id(node)] = size = 1 + sum(expanded(child) for child in children)
+                if size > MAX_YAML_VALUES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"expands to more than {MAX_YAML_VALUES:,} values through "
+                        f"aliases (*name); write the values out", node.start_mark)
+            return sizes[id(node)]
+
+        if node is not None:
+            expanded(node)
+        return node
+
+
 # --------------------------------------------------------------------------- YAML 1.2
 
 class _DuplicateKey(yaml.YAMLError):
@@ -198,8 +243,9 @@ class _DuplicateKey(yaml.YAMLError):
         self.key, self.line, self.first_line = key, line, first_line
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """`yaml.SafeLoader` with YAML 1.2 core-schema scalars and no duplicate keys.
+class _Yaml12Loader(_BoundedLoader):
+    """`yaml.SafeLoader` with YAML 1.2 core-schema scalars, no duplicate keys, and the
+    nesting and alias-expansion bounds of `_BoundedLoader`.
 
     PyYAML resolves plain scalars by YAML 1.1 rules: ``ON``, ``yes``, ``n`` become booleans and
     ``10:30`` the base-60 integer 630, so the ticker ON or an unquoted time change meaning. Here
@@ -433,13 +479,16 @@ def _cooldown(raw: Any, source: str, where: str) -> Cooldown | None:
     if raw is None:
         return None
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
-        return Cooldown(bars=raw)
+        return Cooldown(bars=_bar_count(raw, raw, source, where))
     if isinstance(raw, str):
         m = _BARS.match(raw.lower())
         if m and int(m.group(1)) >= 1:
-            return Cooldown(bars=int(m.group(1)))
+            return Cooldown(bars=_bar_count(int(m.group(1)), raw, source, where))
         ns = parse_duration_ns(raw)
         if ns:
+            if ns > MAX_DURATION_DAYS * 86400 * 10**9:
+                raise ConfigError(source, where, f"{raw!r} is longer than {MAX_DURATION_DAYS:,} "
+                                  f"days", "use a shorter cooldown, or once_per_day")
             return Cooldown(duration_ns=ns)
     raise ConfigError(source, where, f"expected a duration like '30min' ({DURATION_EXAMPLE}) or a "
                       f"bar count like 10, got {raw!r}")
@@ -486,12 +535,24 @@ def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _bar_count(count: int, raw: Any, source: str, where: str) -> int:
+    if count > MAX_BAR_COUNT:
+        raise ConfigError(source, where, f"{raw!r} is more than {MAX_BAR_COUNT:,} bars")
+    return count
+
+
 def _minutes(raw: Any, source: str, where: str) -> int:
+    minutes = None
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-        return raw
+        minutes = raw
     ns = parse_duration_ns(raw)
     if ns is not None and ns % (60 * 10**9) == 0:
-        return ns // (60 * 10**9)
+        minutes = ns // (60 * 10**9)
+    if minutes is not None and minutes > 24 * 60:
+        raise ConfigError(source, where, f"{raw!r} is longer than a day (1440 minutes)",
+                          "sessions are shorter than a day")
+    if minutes is not None:
+        return minutes
     raise ConfigError(source, where, f"expected whole minutes like 5 or '15min', got {raw!r}")
 
 
@@ -519,9 +580,21 @@ def _expression(raw: Any, source: str, where: str) -> str:
     return text
 
 
+def max_n_jobs() -> int:
+    """The most workers a config may ask for: four per CPU core, and at least 8. More only
+    compete for the cores, and each process worker costs its own memory (32 loky workers took
+    7 GB on a 2-core machine)."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
 def _n_jobs(raw: Any, source: str, where: str) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or raw == 0:
         raise ConfigError(source, where, f"expected a non-zero integer (-1 = all cores), got {raw!r}")
+    cap = max_n_jobs()
+    if abs(raw) > cap:
+        raise ConfigError(source, where, f"{raw} workers is more than the {cap} this machine "
+                          f"allows ({os.cpu_count()} CPU cores, at most 4 workers each)",
+                          "use -1 for one worker per core")
     return raw
 
 

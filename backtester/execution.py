@@ -224,7 +224,7 @@ def die_with_parent(parent_pid: int) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     watched = os.getppid()
-    if watched != parent_pid and not process_alive(parent_pid):
+    if watched != parent_pid and _gone(parent_pid):
         os._exit(1)   # the run ended before this worker started
     _WATCHED_PARENT = watched
 
@@ -236,10 +236,14 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="backtester-parent-watch", daemon=True).start()
 
 
-def _in_worker(parent_pid: int, function: Callable, *args):
-    """`function(*args)` in a process worker that dies with the run (`die_with_parent`)."""
-    die_with_parent(parent_pid)
-    return function(*args)
+def _gone(pid: int) -> bool:
+    """Process `pid` has ended, or is a zombie its own parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
+    except OSError:
+        return not process_alive(pid)
 
 
 def _shared_root(nbytes: int) -> str | None:
@@ -466,27 +470,26 @@ class JoblibEngine(Engine):
         self.shares_files = not self.uses_threads
 
     def _make(self) -> joblib.Parallel:
+        # loky workers die with this process (`die_with_parent`, run as each one starts: a
+        # worker killed before its first task would otherwise wait for tasks for ever), and
         # joblib's memory maps of large arguments go in the run's shared folder (`temp_folder`,
         # set by `run_clusters`), which `sweep_leftovers` removes if the run is killed.
+        workers = {"initializer": die_with_parent, "initargs": (os.getpid(),)} \
+            if self.backend == "loky" and not self.uses_threads else {}
         return joblib.Parallel(n_jobs=self.n_jobs, backend=self.backend,
                                return_as="generator_unordered", batch_size=1,
-                               pre_dispatch="2*n_jobs", temp_folder=self.options.get("temp_folder"))
-
-    def _call(self, function: Callable, *args) -> tuple:
-        """`function(*args)` as a joblib task; in process workers, ones that die with the run."""
-        if self.uses_threads:
-            return joblib.delayed(function)(*args)
-        return joblib.delayed(_in_worker)(os.getpid(), function, *args)
+                               pre_dispatch="2*n_jobs", temp_folder=self.options.get("temp_folder"),
+                               **workers)
 
     def start(self, warm_task: Task | None = None) -> float:
         if self.uses_threads:
             return 0.0
         began = time.perf_counter()
-        list(self._make()(self._call(warm_up, warm_task) for _ in range(self.n_jobs)))
+        list(self._make()(joblib.delayed(warm_up)(warm_task) for _ in range(self.n_jobs)))
         return time.perf_counter() - began
 
     def run(self, tasks: Sequence[Task]) -> Iterator[list[ClusterResult]]:
-        yield from self._make()(self._call(run_task, *task) for task in tasks)
+        yield from self._make()(joblib.delayed(run_task)(*task) for task in tasks)
 
 
 class ProcessPoolEngine(Engine):

@@ -301,3 +301,96 @@ def test_bars_folders_holding_files_we_do_not_write_are_not_swept(tmp_path):
     (theirs / "data.db").write_bytes(b"")
     assert execution._remove_stale_folders(str(tmp_path)) == [str(ours)]
     assert theirs.exists() and not ours.exists()
+
+
+def test_a_slow_parallel_run_is_not_blamed_on_fixed_costs_smaller_than_the_sequential_run():
+    from backtester.api import timing_verdict
+    from backtester.execution import ExecutionReport
+
+    seq = ExecutionReport("sequential", 1, (), 12.8, 0.0, 12.8, 1)
+    par = ExecutionReport("loky", 4, (), 10.1, 3.9, 14.0, 16)
+    verdict = timing_verdict(seq, par, 12.8 / 14.0)
+    assert verdict.startswith("parallel slower (0.91x) on a 12.80 s sequential run, longer than "
+                              "the parallel run's worker start-up (3.900 s)")
+    assert "less than" not in verdict and "`backtester scale`" in verdict
+    quick = ExecutionReport("sequential", 1, (), 0.5, 0.0, 0.5, 1)
+    assert timing_verdict(quick, par, 0.5 / 14.0).startswith(
+        "parallel slower (0.04x): the sequential run took only 0.500 s, less than the parallel "
+        "run's fixed costs")
+
+
+# --------------------------------------------------------------------------------------------
+# Limits that hold
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)) \
+    + "name: *i\n"
+
+
+def within(seconds: float, function, *args):
+    """`function(*args)` in a thread; its result or exception, failing the test on a hang."""
+    box: list = []
+
+    def call():
+        try:
+            box.append(("value", function(*args)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            box.append(("raised", exc))
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    assert box, f"{function.__name__} still running after {seconds} s"
+    return box[0]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (BOMB, "c.yaml: line 6, column 4: invalid YAML: expands to more than 100,000 values "
+           "through aliases (*name); write the values out"),
+    ("name: " + "[" * 5000 + "]" * 5000 + "\n",
+     "c.yaml: line 1, column 70: invalid YAML: nested deeper than 64 levels"),
+])
+def test_yaml_bombs_and_deep_nesting_are_refused_in_one_line(tmp_path, text, message):
+    from backtester.config import load_config
+
+    (tmp_path / "c.yaml").write_text(text)
+    kind, outcome = within(60, load_config, str(tmp_path / "c.yaml"))
+    assert kind == "raised" and isinstance(outcome, BacktestError)
+    assert str(outcome) == message.replace("c.yaml", str(tmp_path / "c.yaml"))
+
+
+@pytest.mark.parametrize(("alert", "execution", "flags", "message"), [
+    ("cooldown: 99999999999d", "", (), "alerts[0].cooldown: '99999999999d' is longer than "
+     "36,500 days (use a shorter cooldown, or once_per_day)"),
+    ("cooldown: 10000000000000", "", (), "alerts[0].cooldown: 10000000000000 is more than "
+     "1,000,000,000 bars"),
+    ("skip_first: 1000000000", "", (), "alerts[0].skip_first: 1000000000 is longer than a day "
+     "(1440 minutes) (sessions are shorter than a day)"),
+    ("", "execution: {n_jobs: 1000000000}", (), "execution.n_jobs: 1000000000 workers is more "
+     "than the"),
+    ("", "", ("--n-jobs", "-1000000000"), "--n-jobs: -1000000000 workers is more than the"),
+])
+def test_huge_counts_and_durations_are_one_line_errors(case, capsys, alert, execution, flags,
+                                                       message):
+    text = (case / "c.yaml").read_text().replace("'rsi(14) < 40'}", f"'rsi(14) < 40', {alert}}}"
+                                                 if alert else "'rsi(14) < 40'}")
+    (case / "c.yaml").write_text(text.replace("execution: {backend: sequential}\n",
+                                              execution + "\n" if execution else
+                                              "execution: {backend: sequential}\n"))
+    status, err = run_cli(capsys, "run", "c.yaml", *flags)
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(message if flags else f"c.yaml: {message}")
+    assert sorted(os.listdir(case)) == ["c.yaml"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_as_data_path_is_refused_not_waited_on(case, capsys):
+    os.mkfifo(case / "bars.csv")
+    text = (case / "c.yaml").read_text()
+    (case / "c.yaml").write_text(text[:text.index("data:")] + "data: {path: bars.csv}\n"
+                                 + text[text.index("alerts:"):])
+    kind, status = within(60, main, ["run", "c.yaml"])
+    assert (kind, status) == ("value", 2)
+    assert capsys.readouterr().err.splitlines() == \
+        ["bars.csv: not a regular file (a FIFO, device or socket cannot be read as bars; copy "
+         "the data into a file)"]
