@@ -42,6 +42,7 @@ class Plan:
     cumulative: tuple[expr.Ind, ...]      # nodes anchored at the first bar of the data
     timezone: str
     releases_gil: bool
+    custom_indicators: bytes = b""        # user-registered indicators it uses (`indicators.ship`)
 
     def describe(self) -> str:
         """A human-readable listing: each rule, the shared indicator graph and the halos."""
@@ -119,9 +120,11 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
                                 exit_rule=exit_rule, atr=atr, columns=columns))
     cumulative = []
     releases_gil = True
+    used: list[str] = []
     for root in roots:
         for node in expr.walk(root):
             if isinstance(node, expr.Ind):
+                used.append(node.name)
                 spec = indicators.get(node.name)
                 releases_gil &= spec.releases_gil
                 base = expr.Ind(node.name, node.source, node.params, None)
@@ -132,7 +135,8 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
     return Plan(alerts=tuple(alerts), roots=tuple(roots), warmup_bars=warm_bars,
                 warmup_sessions=warm_sessions, lookahead_bars=ahead_bars,
                 lookahead_session=ahead_session, cumulative=tuple(cumulative),
-                timezone=config.data.timezone, releases_gil=releases_gil)
+                timezone=config.data.timezone, releases_gil=releases_gil,
+                custom_indicators=indicators.ship(indicators.custom(used)))
 
 
 def _column_name(node: expr.Ind) -> str:
