@@ -14,6 +14,9 @@ from .config import AlertConfig, Config
 from .errors import ConfigError
 from .trades import lookahead
 
+SESSION_BAR_NS = 20 * 3600 * 10**9
+"""Bars this far apart or more (daily, weekly) are one session each (`bars.load_bars`)."""
+
 
 @dataclass(frozen=True)
 class AlertPlan:
@@ -114,6 +117,12 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
             warm_bars, warm_sessions = max(warm_bars, b), max(warm_sessions, s)
             if node not in roots:
                 roots.append(node)
+        if alert.trade is not None and alert.trade.session_close and \
+                alert.trade.entry == "close" and bar_ns >= SESSION_BAR_NS:
+            raise ConfigError(config.source, f"{where}.trade.session_close",
+                              "with entry: close on bars of a session or longer every trade "
+                              "would leave at its own entry close (zero length)",
+                              "use entry: next_open, or max_bars: N instead of session_close")
         bars_after, session_after = lookahead(alert.trade, alert.forward, bar_ns)
         ahead_bars, ahead_session = max(ahead_bars, bars_after), ahead_session or session_after
         alerts.append(AlertPlan(index=i, name=alert.name, config=alert, rule=rule, rearm=rearm,
