@@ -157,7 +157,7 @@ def load_bars(
     exist). `start` and `end` are inclusive session dates. `bar_stamp` says whether the file
     stamps bars at their ``"open"`` or their ``"close"``. With calendar ``"none"``, `day_starts`
     (a local time, default midnight) is when the trading day rolls: bars from 17:00 on belong to
-    the next date's session with ``datetime.time(17)``; a roll after noon names the trading day
+    the next date's session with ``datetime.time(17)``; a roll from noon on names the trading day
     by the date it ends on, one before noon by the date it starts on.
 
     Bars of a day or longer (daily, weekly: the most common spacing is a day or more) are each

@@ -152,7 +152,7 @@ def infer(timestamp_ns: np.ndarray, timezone: str, bar_ns: int,
     """Sessions inferred from bars (calendar ``"none"``): one per trading day present.
 
     The trading day rolls at local midnight, or at `day_starts`: with ``17:00`` a bar from
-    17:00 on belongs to the next date's session (a roll after noon names the trading day by the
+    17:00 on belongs to the next date's session (a roll from noon on names the trading day by the
     date it ends on, as FX does; one before noon by the date it starts on). Each session opens
     at its day's first bar and closes at its last bar plus `bar_ns` (or at the next session's
     open, if sooner), so every given bar (stamped at its open) locates to its own day's session.
@@ -180,7 +180,7 @@ def infer(timestamp_ns: np.ndarray, timezone: str, bar_ns: int,
 def trading_days(timestamp_ns: np.ndarray, timezone: str,
                  day_starts: datetime.time | None = None) -> np.ndarray:
     """Trading day of each UTC-ns timestamp when the day rolls at local `day_starts` (None:
-    midnight), as int64 days since 1970-01-01: the date the day ends on for a roll after noon
+    midnight), as int64 days since 1970-01-01: the date the day ends on for a roll from noon on
     (FX: Sunday 17:00 starts Monday), the date it starts on otherwise. For example, with
     ``datetime.time(17)`` in New York, Friday 16:59 is Friday and Sunday 17:00 is Monday."""
     if day_starts is None:

@@ -6,6 +6,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import backtester
 from backtester import sessions
@@ -284,3 +286,50 @@ def test_next_open_session_close_on_daily_bars_holds_one_bar(tmp_path, monkeypat
     # Friday's close 104; Friday's own signal has no next bar.
     (row,) = result.trades.itertuples()
     assert (row.entry_price, row.exit_price, row.reason) == (103.0, 104.0, "session_close")
+
+
+# --------------------------------------------------------------------------------------------
+# Properties
+
+
+WEEK_START = pd.Timestamp("2024-03-01", tz=NEW_YORK)   # spans the 2024-03-10 DST change
+
+
+@settings(deadline=None, max_examples=200)
+@given(minutes=st.lists(st.integers(0, 21 * 24 * 60 - 1), min_size=1, max_size=50))
+def test_fx_week_session_is_the_date_of_the_next_17_00_on_weekdays(minutes):
+    table = sessions.from_calendar("24/5", dt.date(2024, 2, 28), dt.date(2024, 3, 25), NEW_YORK)
+    instants = [WEEK_START + pd.Timedelta(minutes=m) for m in minutes]
+    index = table.locate(np.array([t.as_unit("ns").value for t in instants]))
+    for t, i in zip(instants, index):
+        wall = t.tz_localize(None)
+        trading_date = (wall + pd.Timedelta(hours=7)).date()   # 17:00 rolls to the next date
+        if trading_date.weekday() >= 5:
+            assert i == -1, wall                               # Friday 17:00 to Sunday 17:00
+        else:
+            assert str(table.dates[i]) == str(trading_date), wall
+
+
+@settings(deadline=None, max_examples=200)
+@given(minutes=st.lists(st.integers(0, 21 * 24 * 60 - 1), min_size=1, max_size=50),
+       roll=st.integers(1, 23 * 60 + 59))
+def test_trading_day_matches_wall_clock_arithmetic(minutes, roll):
+    day_starts = dt.time(roll // 60, roll % 60)
+    instants = [WEEK_START + pd.Timedelta(minutes=m) for m in minutes]
+    days = sessions.trading_days(np.array([t.as_unit("ns").value for t in instants]), NEW_YORK,
+                                 day_starts)
+    for t, day in zip(instants, days):
+        wall = t.tz_localize(None)
+        since_roll = wall - pd.Timedelta(minutes=roll)          # the day it started on
+        expected = since_roll.date() + dt.timedelta(days=1 if roll >= 12 * 60 else 0)
+        assert str(np.datetime64(int(day), "D")) == str(expected), (wall, day_starts)
+
+
+def test_synthetic_fx_week_starts_sunday_17_00():
+    from backtester import synth
+
+    data = synth.generate(["EURUSD"], dt.date(2024, 3, 4), dt.date(2024, 3, 5), seed=1,
+                          calendar="24/5", timezone=NEW_YORK)
+    stamps = pd.DatetimeIndex(data["timestamp"]).tz_convert(NEW_YORK).tz_localize(None)
+    assert str(stamps[0]) == "2024-03-03 17:00:00" and str(stamps[-1]) == "2024-03-05 16:59:00"
+    assert len(stamps) == 2 * 24 * 60
