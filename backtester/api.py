@@ -105,7 +105,7 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
     if bars is None:
         bars = load_bars(cfg.data.path, timezone=cfg.data.timezone, calendar=cfg.data.calendar,
                          symbols=cfg.data.symbols, start=cfg.data.start, end=cfg.data.end,
-                         bar_stamp=cfg.data.bar_stamp)
+                         bar_stamp=cfg.data.bar_stamp, day_starts=cfg.data.day_starts)
     plan = compile_plan(cfg, bars.bar_ns)
     if outer is not None:
         backend, reason = "joblib-context", f"set by an enclosing joblib.parallel_config " \

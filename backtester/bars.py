@@ -59,6 +59,10 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BAR_STAMPS = ("open", "close")
 DEFAULT_BAR_NS = 60_000_000_000
+_DAY_NS = 86_400_000_000_000
+_SESSION_BAR_NS = 20 * 3_600_000_000_000
+"""Bars spaced at least this far apart (daily, weekly; a DST night is 23 hours) are each one
+session's bar (`plan.SESSION_BAR_NS` is the same bound)."""
 """Bar interval assumed when a source has too few bars to measure one (a single bar)."""
 
 _OUTSIDE_HINT = "use calendar: none for data outside exchange hours"
@@ -144,6 +148,7 @@ def load_bars(
     start: datetime.date | None = None,
     end: datetime.date | None = None,
     bar_stamp: str = "open",
+    day_starts: datetime.time | None = None,
 ) -> BarSet:
     """Read and validate the bars in `path` (a CSV/Parquet file or a folder of them).
 
@@ -151,7 +156,17 @@ def load_bars(
     are local to it. `calendar` is an `exchange_calendars` name (``XNYS``) or ``"none"`` to infer
     one session per local date from the bars. `symbols` selects symbols (default: all; each must
     exist). `start` and `end` are inclusive session dates. `bar_stamp` says whether the file
-    stamps bars at their ``"open"`` or their ``"close"``.
+    stamps bars at their ``"open"`` or their ``"close"``. With calendar ``"none"``, `day_starts`
+    (a local time, default midnight) is when the trading day rolls: bars from 17:00 on belong to
+    the next date's session with ``datetime.time(17)``; a roll from noon on names the trading day
+    by the date it ends on, one before noon by the date it starts on.
+
+    Bars of a day or longer (daily, weekly: the most common spacing is a day or more) are each
+    one session's bar, whatever time of day they are stamped at (vendors stamp daily bars at
+    midnight): a daily bar belongs to the session of the date it is stamped with (under an
+    exchange calendar that date must be a session), a longer bar to the first session on or
+    after its date (``bar_stamp="open"``) or the last on or before it (``"close"``). Such a
+    bar's timestamp becomes its session's open; it is never moved to another date.
 
     Returns a `BarSet` whose sessions span the first to the last selected bar's session; a
     symbol with no bars between `start` and `end` is left out of `BarSet.bars`. Raises
@@ -163,7 +178,7 @@ def load_bars(
                          symbols=["SYNA"], start=datetime.date(2024, 3, 1))
         bars.bars["SYNA"].close  # float64 array
     """
-    selection = _Selection.make(timezone, calendar, symbols, start, end, bar_stamp)
+    selection = _Selection.make(timezone, calendar, symbols, start, end, bar_stamp, day_starts)
     source = os.fspath(path)
     files = _list_files(source)
     parts = [part for file in files if (part := _read_file(file, selection)) is not None]
@@ -216,6 +231,7 @@ def from_frame(
     start: datetime.date | None = None,
     end: datetime.date | None = None,
     bar_stamp: str = "open",
+    day_starts: datetime.time | None = None,
 ) -> BarSet:
     """Validate a long-format DataFrame of bars exactly as `load_bars` validates a file.
 
@@ -223,7 +239,7 @@ def from_frame(
     ``high``, ``low``, ``close``, ``volume``; `source` names it in error messages, whose row
     numbers are 1-based positions in `frame`. The other arguments are those of `load_bars`.
     """
-    selection = _Selection.make(timezone, calendar, symbols, start, end, bar_stamp)
+    selection = _Selection.make(timezone, calendar, symbols, start, end, bar_stamp, day_starts)
     columns = {str(name).lower(): name for name in frame.columns}
     if not any(alias in columns for alias in TIMESTAMP_ALIASES) and isinstance(
         frame.index, pd.DatetimeIndex
@@ -264,15 +280,20 @@ class _Selection:
     start: datetime.date | None
     end: datetime.date | None
     bar_stamp: str
+    day_starts: datetime.time | None = None
 
     @staticmethod
-    def make(timezone, calendar, symbols, start, end, bar_stamp) -> _Selection:
+    def make(timezone, calendar, symbols, start, end, bar_stamp,
+             day_starts: datetime.time | None = None) -> _Selection:
         sessions_module.check_timezone(timezone)
         if bar_stamp not in BAR_STAMPS:
             raise ValueError(f"bar_stamp must be 'open' or 'close', got {bar_stamp!r}")
         calendar = sessions_module.NO_CALENDAR if calendar is None else str(calendar)
         if calendar.lower() == sessions_module.NO_CALENDAR:
             calendar = sessions_module.NO_CALENDAR
+        elif day_starts is not None:
+            raise ValueError(f"day_starts applies to calendar 'none' only ({calendar} sets "
+                             "its own trading day)")
         if isinstance(symbols, str):
             symbols = [symbols]
         if symbols is not None:
@@ -283,7 +304,7 @@ class _Selection:
         end = _as_date(end, "end")
         if start is not None and end is not None and end < start:
             raise ValueError(f"end ({end}) is before start ({start})")
-        return _Selection(timezone, calendar, symbols, start, end, bar_stamp)
+        return _Selection(timezone, calendar, symbols, start, end, bar_stamp, day_starts)
 
 
 def _as_date(value, name: str) -> datetime.date | None:
@@ -858,12 +879,19 @@ def _assemble(
     _check_order(data, order, sorted_codes, sorted_stamps, names, selection.timezone)
 
     bar_ns = _bar_interval(sorted_codes, sorted_stamps, selection.timezone)
-    if selection.bar_stamp == "close":
-        sorted_stamps = sorted_stamps - bar_ns
-    table, session = _sessions_for(sorted_stamps, selection, bar_ns)
+    file_stamps = sorted_stamps
+    if bar_ns >= _SESSION_BAR_NS:
+        table, session = _sessions_for_session_bars(sorted_stamps, selection, bar_ns)
+        if selection.calendar != sessions_module.NO_CALENDAR:
+            sorted_stamps = np.where(session >= 0, table.open_ns[np.maximum(session, 0)],
+                                     sorted_stamps)
+    else:
+        if selection.bar_stamp == "close":
+            sorted_stamps = sorted_stamps - bar_ns
+        table, session = _sessions_for(sorted_stamps, selection, bar_ns)
     outside = session < 0
     if outside.any():
-        _raise_outside(data, order, outside, sorted_stamps, table, selection, bar_ns, names,
+        _raise_outside(data, order, outside, file_stamps, table, selection, bar_ns, names,
                        sorted_codes)
 
     keep = None
@@ -1028,7 +1056,7 @@ def _bar_interval(sorted_codes: np.ndarray, sorted_stamps: np.ndarray, timezone:
 
 def _sessions_for(stamps: np.ndarray, selection: _Selection, bar_ns: int):
     if selection.calendar == sessions_module.NO_CALENDAR:
-        table = sessions_module.infer(stamps, selection.timezone, bar_ns)
+        table = sessions_module.infer(stamps, selection.timezone, bar_ns, selection.day_starts)
     else:
         first, last = sessions_module.local_days(
             np.array([stamps.min(), stamps.max()]), selection.timezone)
@@ -1043,21 +1071,55 @@ def _sessions_for(stamps: np.ndarray, selection: _Selection, bar_ns: int):
     return table, table.locate(stamps)
 
 
+def _sessions_for_session_bars(stamps: np.ndarray, selection: _Selection, bar_ns: int):
+    """Sessions of bars a day or longer, by the local date each is stamped with (see
+    `load_bars`); -1 where that date is no session (a daily bar on a holiday)."""
+    if selection.calendar == sessions_module.NO_CALENDAR:
+        table = sessions_module.infer(stamps, selection.timezone, bar_ns)
+        return table, table.locate(stamps)
+    days = sessions_module.local_days(stamps, selection.timezone)
+    span = max(1, int(bar_ns // _DAY_NS))
+    table = sessions_module.from_calendar(
+        selection.calendar, _day_to_date(days.min()) - datetime.timedelta(days=span),
+        _day_to_date(days.max()) + datetime.timedelta(days=span), selection.timezone)
+    dates = table.dates.astype(np.int64)
+    if span < 7:   # daily: the session of that very date
+        index = np.minimum(np.searchsorted(dates, days), len(dates) - 1)
+        found = dates[index] == days
+    elif selection.bar_stamp == "open":   # weekly or longer, named by its first day
+        index = np.minimum(np.searchsorted(dates, days), len(dates) - 1)
+        found = (dates[index] >= days) & (dates[index] < days + span)
+    else:   # named by its last day
+        index = np.searchsorted(dates, days, side="right") - 1
+        found = (index >= 0) & (dates[np.maximum(index, 0)] > days - span)
+    return table, np.where(found, index, -1).astype(np.int32)
+
+
 def _day_to_date(day: int) -> datetime.date:
     return datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))
 
 
-def _raise_outside(data, order, outside, stamps, table, selection, bar_ns, names, codes):
+def _raise_outside(data, order, outside, file_stamps, table, selection, bar_ns, names, codes):
+    """The first bar (in file order) outside every session, quoted as the file stamps it."""
     pick = int(np.argmin(order[outside]))
     index = int(order[outside][pick])
-    stamp = int(stamps[outside][pick])
+    stamp = int(file_stamps[outside][pick])
+    symbol = names[int(codes[outside][pick])]
     local = pd.Timestamp(stamp, tz="UTC").tz_convert(selection.timezone)
+    if bar_ns >= _SESSION_BAR_NS:
+        written = str(local.date()) if local == local.normalize() else str(local.tz_localize(None))
+        kind = "daily bar" if bar_ns < 7 * _DAY_NS else "bar"
+        data.fail(index, "timestamp",
+                  f"{kind} {written} ({symbol}) falls on no {selection.calendar} session "
+                  f"(a holiday or weekend: drop the row, or use calendar: none)")
+    opening = stamp - bar_ns if selection.bar_stamp == "close" else stamp
     hint = _OUTSIDE_HINT
     if selection.bar_stamp == "open" and table.locate(np.array([stamp - bar_ns]))[0] >= 0:
         hint = "if the file stamps bars at their close, use bar_stamp: close; otherwise " + hint
-    what = "bar opening at" if selection.bar_stamp == "close" else "bar at"
-    data.fail(
-        index, "timestamp",
-        f"{what} {local} ({names[int(codes[outside][pick])]}) is outside every "
-        f"{selection.calendar} session ({hint})",
-    )
+    in_break = table.break_start_ns is not None and bool(
+        ((table.break_start_ns <= opening) & (opening < table.break_end_ns)).any())
+    where = f"in a {selection.calendar} session's break" if in_break else \
+        f"outside every {selection.calendar} session"
+    stamped = "stamped at its close " if selection.bar_stamp == "close" else ""
+    data.fail(index, "timestamp",
+              f"bar at {local.tz_localize(None)} {stamped}({symbol}) is {where} ({hint})")

@@ -57,6 +57,7 @@ class DataConfig:
     timezone: str = "America/New_York"
     calendar: str = "XNYS"
     bar_stamp: str = "open"
+    day_starts: dt.time | None = None   # calendar none: when the trading day rolls (local)
 
 
 @dataclass(frozen=True)
@@ -342,7 +343,8 @@ def _config(raw: Mapping, source: str, content_hash: str) -> Config:
 
 def _data(raw: Any, source: str, where: str) -> DataConfig:
     _mapping(raw, source, where)
-    _keys(raw, {"path", "symbols", "start", "end", "timezone", "calendar", "bar_stamp"}, source, where)
+    _keys(raw, {"path", "symbols", "start", "end", "timezone", "calendar", "bar_stamp",
+                "day_starts"}, source, where)
     path = _string(_required(raw, "path", source, where), source, f"{where}.path")
     symbols = raw.get("symbols")
     if symbols is not None:
@@ -381,8 +383,15 @@ def _data(raw: Any, source: str, where: str) -> DataConfig:
                 else "use an exchange_calendars name like XNYS, or `none` to infer sessions"
             raise ConfigError(source, f"{where}.calendar", f"unknown calendar {calendar!r}", hint)
     bar_stamp = _choice(raw.get("bar_stamp", "open"), ("open", "close"), source, f"{where}.bar_stamp")
+    day_starts = raw.get("day_starts")
+    if day_starts is not None:
+        if calendar != "none":
+            raise ConfigError(source, f"{where}.day_starts", f"calendar {calendar} sets its own "
+                              "trading day", "day_starts is for calendar: none")
+        minutes = _hhmm(day_starts, source, f"{where}.day_starts")
+        day_starts = dt.time(minutes // 60, minutes % 60)
     return DataConfig(path=path, symbols=symbols, start=start, end=end, timezone=timezone,
-                      calendar=calendar, bar_stamp=bar_stamp)
+                      calendar=calendar, bar_stamp=bar_stamp, day_starts=day_starts)
 
 
 def _define(raw: Any, source: str, where: str) -> tuple[tuple[str, str], ...]:

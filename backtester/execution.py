@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import joblib
 import numpy as np
 
+from . import indicators
 from .bars import BarSet, SymbolBars
 from .cluster import ClusterResult, run_cluster
 from .errors import ClusterError, OutputError, WorkerLost
@@ -336,6 +337,7 @@ def run_task(plan: Plan, batch: Sequence[tuple[Cluster, SymbolBars | BarSlice]],
     """
     hook = os.environ.get(TEST_HOOK_ENV)
     results = []
+    indicators.install(plan.custom_indicators)  # a worker process lacks the user's indicators
     try:
         for cluster, bars in batch:
             try:

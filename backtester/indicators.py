@@ -55,18 +55,20 @@ For example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import talib
 from numba import njit
 
 __all__ = [
-    "REGISTRY", "Indicator", "Param", "Sessions", "bars_until_weight_below", "bind_params",
-    "compute", "derive", "get", "informative_bars", "lookback", "lookback_bars", "register",
-    "render_docs", "talib_version", "warmup", "warmup_bars", "warmup_starts",
+    "BUILT_IN", "REGISTRY", "Indicator", "Param", "Sessions", "bars_until_weight_below",
+    "bind_params", "compute", "custom", "derive", "get", "informative_bars", "install",
+    "lookback", "lookback_bars", "register", "render_docs", "ship", "talib_version", "warmup",
+    "warmup_bars", "warmup_starts",
 ]
 
 MAX_PERIOD = 100_000  # TA-Lib's own upper bound for every period parameter
@@ -160,12 +162,21 @@ class Indicator:
 
 
 REGISTRY: dict[str, Indicator] = {}
+_INSTALLED_NAMES: set[str] = set()   # registered by `install` (shipped), not by this process
 
 
 def register(indicator: Indicator) -> Indicator:
-    """Add `indicator` to `REGISTRY` under its name (a second one with that name is an error)."""
-    if indicator.name in REGISTRY:
+    """Add `indicator` to `REGISTRY` under its name (a second one with that name is an error).
+
+    The built-in indicators below are registered this way, and so is a custom one from the
+    user's code (docs/indicators.md, *Custom indicators*): rules can call it as soon as it is
+    registered, on every backend (a plan that uses it carries it to worker processes, `ship`).
+    """
+    if indicator.name in REGISTRY and indicator.name not in _INSTALLED_NAMES:
         raise ValueError(f"indicator '{indicator.name}' is already registered")
+    # In a worker, a shipped definition gives way to the user's module registering its own
+    # (numba imports a kernel's module, by name, to compile it).
+    _INSTALLED_NAMES.discard(indicator.name)
     REGISTRY[indicator.name] = indicator
     return indicator
 
@@ -1214,6 +1225,98 @@ register(Indicator(
 ))
 
 
+BUILT_IN = frozenset(REGISTRY)
+"""The indicators this module registers; any other `REGISTRY` entry came from the user's code."""
+
+
+# --------------------------------------------------------------------------------------------
+# Custom indicators: registered in the user's script, shipped to worker processes with the plan
+
+
+def custom(names: Iterable[str]) -> tuple[Indicator, ...]:
+    """The user-registered (not `BUILT_IN`) indicators among `names`, once each, in order."""
+    return tuple(REGISTRY[name] for name in dict.fromkeys(names)
+                 if name in REGISTRY and name not in BUILT_IN)
+
+
+def ship(custom_indicators: Sequence[Indicator]) -> bytes:
+    """`custom_indicators` pickled by value (cloudpickle), for `install` in a worker process.
+
+    A worker process (loky, multiprocessing, Dask) has the built-in registry but not what the
+    user's script registered, and may not be able to import the script (it is ``__main__``, or
+    a module the worker's path lacks), so the kernels, lambdas and parameters travel by value:
+    functions of ``__main__`` and of any module outside the installed packages are pickled with
+    their code. Empty bytes when there is nothing to ship.
+    """
+    if not custom_indicators:
+        return b""
+    import cloudpickle
+
+    modules = {_user_module(f) for indicator in custom_indicators
+               for f in _callables(indicator)} - {None}
+    added = []
+    try:
+        for module in modules:
+            if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+        payload = cloudpickle.dumps(tuple(custom_indicators))
+    finally:
+        for module in added:
+            cloudpickle.unregister_pickle_by_value(module)
+    global _INSTALLED
+    _INSTALLED = payload   # this process registered them itself
+    return payload
+
+
+_INSTALLED = b""
+
+
+def install(payload: bytes) -> None:
+    """Register the indicators `ship` pickled, in this process, before a plan that uses them
+    runs here. An earlier custom indicator of the same name (a reused worker, a redefined
+    indicator) is replaced; a built-in one never is. Installing what is already installed is a
+    no-op, so it is cheap to call for every task."""
+    global _INSTALLED
+    if not payload or payload == _INSTALLED:
+        return
+    import pickle
+
+    for indicator in pickle.loads(payload):
+        if indicator.name in BUILT_IN:
+            raise ValueError(f"indicator '{indicator.name}' is built in and cannot be replaced")
+        REGISTRY[indicator.name] = indicator
+        _INSTALLED_NAMES.add(indicator.name)
+    _INSTALLED = payload
+
+
+def _callables(indicator: Indicator) -> list[Callable]:
+    found = [indicator.kernel, indicator.lookback, indicator.warmup, indicator.earliest_lookback,
+             indicator.settles_on, *(f for _, f in indicator.derived)]
+    return [getattr(f, "py_func", f) for f in found if f is not None]  # numba: the Python one
+
+
+def _user_module(function: Callable):
+    """The module of `function` when it is the user's own code (not ``__main__``, which
+    cloudpickle already pickles by value, and not an installed package or the standard
+    library); None otherwise."""
+    import sys
+    import sysconfig
+
+    module = sys.modules.get(getattr(function, "__module__", None) or "")
+    path = getattr(module, "__file__", None)
+    if module is None or module.__name__ == "__main__" or path is None:
+        return None
+    if module.__name__.split(".")[0] == __name__.split(".")[0]:
+        return None
+    installed = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib",
+                                                        "platlib")}
+    resolved = str(Path(path).resolve())
+    if any(resolved.startswith(str(Path(root).resolve())) for root in installed):
+        return None
+    return module
+
+
 # --------------------------------------------------------------------------------------------
 # Documentation
 
@@ -1335,9 +1438,68 @@ def render_docs() -> str:
         "## Definitions and conventions",
         "",
     ]
-    for name in sorted(REGISTRY):
+    for name in sorted(BUILT_IN):
         indicator = REGISTRY[name]
         lines.append(f"- **{name}**: {indicator.summary}"
                      + (f" {indicator.convention}" if indicator.convention else ""))
-    lines.append("")
+    lines += ["", *_CUSTOM_DOCS]
     return "\n".join(lines)
+
+
+_CUSTOM_DOCS = [
+    "## Custom indicators",
+    "",
+    "Register one from your own script with `backtester.indicators.register(Indicator(...))` "
+    "before running; rules call it like a built-in one. The kernel takes one float64 array per "
+    "name in `inputs` (bar fields: open, high, low, close, volume, hl2, hlc3, ohlc4; int64 "
+    "`session` and `minute_of_day`) and the parameters as keywords, and returns an array as "
+    "long as its inputs, NaN before its first value. It must not look ahead: the value at bar "
+    "t may read bars up to t only. `lookback` and `warmup` take the parameters and return bars "
+    "(or `Sessions(n)`): `lookback` is the bars before the first value, `warmup` the history "
+    "a cluster must read for its first value to equal one unsplit pass (for a plain window, "
+    "the same as `lookback`). Declare them exactly: the scheduler sizes every cluster's halo "
+    "from them, so too small a warm-up breaks split invariance.",
+    "",
+    "```python",
+    "import numpy as np",
+    "from numba import njit",
+    "",
+    "import backtester",
+    "from backtester.indicators import Indicator, Param, register",
+    "",
+    "@njit(cache=True, nogil=True)",
+    "def range_mean_1d_nb(high, low, period):",
+    '    """Mean of high - low over the last `period` bars; NaN before the first full window."""',
+    "    out = np.full(len(high), np.nan)",
+    "    for i in range(period - 1, len(high)):",
+    "        out[i] = (high[i - period + 1:i + 1] - low[i - period + 1:i + 1]).mean()",
+    "    return out",
+    "",
+    "register(Indicator(",
+    '    name="range_mean", inputs=("high", "low"), params=(Param("period", int, 14, 1),),',
+    "    kernel=lambda high, low, period: range_mean_1d_nb(high, low, int(period)),",
+    "    lookback=lambda period: period - 1, warmup=lambda period: period - 1,",
+    '    stateless_window=True, summary="Mean bar range over `period` bars.",',
+    "))",
+    "",
+    'config = {"name": "wide", "data": {"path": "data/sample/bars_1min.parquet"},',
+    '          "alerts": [{"name": "wide", "when": "range_mean(20) > 0.25"}]}',
+    "result = backtester.run(config, backend=\"loky\", n_jobs=2, write=False)",
+    'result.alerts[["timestamp", "symbol", "range_mean(20)"]].head()',
+    "```",
+    "",
+    "`Param(name, kind, default, minimum, maximum=None)` bounds each parameter (a rule outside "
+    "them is a config error naming the call). Optional fields: `outputs` for several outputs "
+    "(the kernel returns a tuple, rules pick one with `.name`), `source=True` to let a rule "
+    "pass another series in place of the first input (as in `sma(rsi(14), 5)`), "
+    "`releases_gil=False` "
+    "when the kernel holds the GIL (`auto` then prefers processes to threads).",
+    "",
+    "Every backend runs it. Threads share the registry; for worker processes (loky, "
+    "multiprocessing, Dask) the compiled plan carries the custom indicators it uses, pickled by "
+    "value with cloudpickle (so a kernel defined in the script itself, or in a module the "
+    "workers cannot import, travels with its code), and each worker registers them before its "
+    "first cluster. A name can be registered once per process; built-in names cannot be "
+    "replaced.",
+    "",
+]

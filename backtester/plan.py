@@ -14,6 +14,9 @@ from .config import AlertConfig, Config
 from .errors import ConfigError
 from .trades import lookahead
 
+SESSION_BAR_NS = 20 * 3600 * 10**9
+"""Bars this far apart or more (daily, weekly) are one session each (`bars.load_bars`)."""
+
 
 @dataclass(frozen=True)
 class AlertPlan:
@@ -42,6 +45,7 @@ class Plan:
     cumulative: tuple[expr.Ind, ...]      # nodes anchored at the first bar of the data
     timezone: str
     releases_gil: bool
+    custom_indicators: bytes = b""        # user-registered indicators it uses (`indicators.ship`)
     # The roots and every alert's reported columns as one compiled program, with the alerts'
     # time filters (`fused`); derived from the fields above, so left out of equality.
     program: fused.Program | None = field(default=None, compare=False, repr=False)
@@ -117,15 +121,23 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
             warm_bars, warm_sessions = max(warm_bars, b), max(warm_sessions, s)
             if node not in roots:
                 roots.append(node)
+        if alert.trade is not None and alert.trade.session_close and \
+                alert.trade.entry == "close" and bar_ns >= SESSION_BAR_NS:
+            raise ConfigError(config.source, f"{where}.trade.session_close",
+                              "with entry: close on bars of a session or longer every trade "
+                              "would leave at its own entry close (zero length)",
+                              "use entry: next_open, or max_bars: N instead of session_close")
         bars_after, session_after = lookahead(alert.trade, alert.forward, bar_ns)
         ahead_bars, ahead_session = max(ahead_bars, bars_after), ahead_session or session_after
         alerts.append(AlertPlan(index=i, name=alert.name, config=alert, rule=rule, rearm=rearm,
                                 exit_rule=exit_rule, atr=atr, columns=columns))
     cumulative = []
     releases_gil = True
+    used: list[str] = []
     for root in roots:
         for node in expr.walk(root):
             if isinstance(node, expr.Ind):
+                used.append(node.name)
                 spec = indicators.get(node.name)
                 releases_gil &= spec.releases_gil
                 base = expr.Ind(node.name, node.source, node.params, None)
@@ -138,7 +150,8 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
     return Plan(alerts=tuple(alerts), roots=tuple(roots), warmup_bars=warm_bars,
                 warmup_sessions=warm_sessions, lookahead_bars=ahead_bars,
                 lookahead_session=ahead_session, cumulative=tuple(cumulative),
-                timezone=config.data.timezone, releases_gil=releases_gil, program=program,
+                timezone=config.data.timezone, releases_gil=releases_gil,
+                custom_indicators=indicators.ship(indicators.custom(used)), program=program,
                 filters=fused.alert_filters(program, alerts))
 
 

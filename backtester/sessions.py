@@ -34,6 +34,12 @@ from numba import njit
 NO_CALENDAR = "none"
 """The calendar name that means: infer one session per local date from the bars."""
 
+FX_WEEK = "24/5"
+"""Sunday 17:00 to Friday 17:00 America/New_York, the trading day rolling at 17:00."""
+
+_NEW_YORK = "America/New_York"
+_EVENING_ROLL = datetime.time(17, 0)   # FX value-date roll and CME Globex's daily halt
+
 _DAY_NS = 86_400_000_000_000
 _HOUR_NS = 3_600_000_000_000
 _NAT = np.iinfo(np.int64).min
@@ -43,10 +49,13 @@ _NAT = np.iinfo(np.int64).min
 class SessionTable:
     """Trading sessions in chronological order.
 
-    `dates` are the local session dates (``datetime64[D]``, strictly increasing); `open_ns` and
-    `close_ns` are the UTC epoch nanoseconds of each session's open and close (a half-day's close
-    is its early close). A bar stamped at its open `t` belongs to session `i` when
-    ``open_ns[i] <= t < close_ns[i]``. Sessions never overlap.
+    `dates` are the trading days (``datetime64[D]``, strictly increasing): the session's date in
+    its calendar, which for a session opening the evening before (``24/5``, ``us_futures``) is
+    the day it closes on. `open_ns` and `close_ns` are the UTC epoch nanoseconds of each
+    session's open and close (a half-day's close is its early close). A bar stamped at its open
+    `t` belongs to session `i` when ``open_ns[i] <= t < close_ns[i]``, unless it lies in that
+    session's break ``break_start_ns[i] <= t < break_end_ns[i]`` (XHKG's lunch; both equal to
+    the close where there is none). Sessions never overlap.
     """
 
     timezone: str
@@ -54,6 +63,8 @@ class SessionTable:
     dates: np.ndarray
     open_ns: np.ndarray
     close_ns: np.ndarray
+    break_start_ns: np.ndarray | None = None   # None: no session has a break
+    break_end_ns: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.dates)
@@ -68,8 +79,14 @@ class SessionTable:
         ``[-1, 0, 0, -1]``.
         """
         timestamp_ns = np.ascontiguousarray(timestamp_ns, dtype=np.int64)
-        return _locate_nb(np.ascontiguousarray(self.open_ns, dtype=np.int64),
-                          np.ascontiguousarray(self.close_ns, dtype=np.int64), timestamp_ns)
+        index = _locate_nb(np.ascontiguousarray(self.open_ns, dtype=np.int64),
+                           np.ascontiguousarray(self.close_ns, dtype=np.int64), timestamp_ns)
+        if self.break_start_ns is not None:
+            inside = index >= 0
+            at, where = timestamp_ns[inside], index[inside]
+            inside[inside] = (at < self.break_start_ns[where]) | (at >= self.break_end_ns[where])
+            index[~inside] = -1
+        return index
 
     @functools.cached_property
     def utc_offsets_ns(self) -> tuple[np.ndarray, np.ndarray]:
@@ -83,12 +100,15 @@ class SessionTable:
 
     def slice(self, start: int, stop: int) -> SessionTable:
         """Sessions ``[start, stop)`` as a new table (views, no copies)."""
+        breaks = (None, None) if self.break_start_ns is None else (
+            self.break_start_ns[start:stop], self.break_end_ns[start:stop])
         return SessionTable(
             self.timezone,
             self.calendar,
             self.dates[start:stop],
             self.open_ns[start:stop],
             self.close_ns[start:stop],
+            *breaks,
         )
 
 
@@ -110,7 +130,12 @@ def from_calendar(
     """The sessions of exchange `calendar` whose dates lie in ``[start, end]`` (inclusive).
 
     `calendar` is an `exchange_calendars` name or alias (``XNYS``, ``XLON``, ``NYSE``...). Opens
-    and closes, including half-days and holidays, come from that library. `timezone` is recorded
+    and closes, including half-days, holidays and breaks, come from that library, except for two
+    calendars whose trading day rolls in the evening, where the library's hours are not the
+    market's: ``24/5`` is the FX week, each weekday's session running from 17:00 New York the
+    evening before to 17:00 (Monday's opens Sunday 17:00, Friday's closes the week); and
+    ``us_futures`` keeps the library's days and Sunday-evening opens (18:00 New York) but closes
+    at 17:00, CME Globex's daily halt, instead of 18:00. `timezone` is recorded
     on the table (it is the zone the caller reads naive timestamps in; usually the exchange's).
     An unknown calendar or a date range the calendar cannot cover raises ValueError saying how
     to fix it. Results are cached: repeated calls with the same arguments are cheap.
@@ -119,15 +144,18 @@ def from_calendar(
     start, end = _as_date(start), _as_date(end)
     if end < start:
         raise ValueError(f"calendar range ends ({end}) before it starts ({start})")
-    dates, open_ns, close_ns = _calendar_sessions(calendar, start, end)
-    return SessionTable(timezone, calendar, dates, open_ns, close_ns)
+    if calendar == FX_WEEK:
+        dates, open_ns, close_ns = _fx_week_arrays(start, end)
+        return SessionTable(timezone, calendar, dates, open_ns, close_ns)
+    dates, open_ns, close_ns, break_start, break_end = _calendar_sessions(calendar, start, end)
+    return SessionTable(timezone, calendar, dates, open_ns, close_ns, break_start, break_end)
 
 
 def _calendar_sessions(
     calendar: str, start: datetime.date, end: datetime.date
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sessions of ``[start, end]``, sliced from a calendar built for whole years: building
-    one costs ~1-2 s (exchange_calendars evaluates every holiday rule over its range), and bars
+) -> tuple:
+    """The sessions of ``[start, end]`` (dates, opens, closes, and break starts and ends or
+    None), sliced from a calendar built for whole years: building one costs ~1-2 s (exchange_calendars evaluates every holiday rule over its range), and bars
     of the same years with other first or last days (a symbol selection, a slice, the next
     chunk of a sweep) would otherwise each build their own. The cached calendar grows to the
     whole years of every range asked for; a calendar that cannot cover those (its first or
@@ -143,39 +171,58 @@ def _calendar_sessions(
         except ValueError:
             return _calendar_arrays(calendar, start, end)
         _WHOLE_YEARS[calendar] = cached
-    dates, open_ns, close_ns = cached[2]
-    first_row = int(np.searchsorted(dates, np.datetime64(start, "D"), side="left"))
-    stop_row = int(np.searchsorted(dates, np.datetime64(end, "D"), side="right"))
-    return dates[first_row:stop_row], open_ns[first_row:stop_row], close_ns[first_row:stop_row]
+    dates = cached[2][0]
+    rows = slice(int(np.searchsorted(dates, np.datetime64(start, "D"), side="left")),
+                 int(np.searchsorted(dates, np.datetime64(end, "D"), side="right")))
+    return tuple(None if column is None else column[rows] for column in cached[2])
 
 
 # calendar name -> (first day, last day, its sessions): the widest calendar built so far
 _WHOLE_YEARS: dict[str, tuple[datetime.date, datetime.date, tuple]] = {}
 
 
-def infer(timestamp_ns: np.ndarray, timezone: str, bar_ns: int) -> SessionTable:
-    """Sessions inferred from bars (calendar ``"none"``): one per local date present.
+def infer(timestamp_ns: np.ndarray, timezone: str, bar_ns: int,
+          day_starts: datetime.time | None = None) -> SessionTable:
+    """Sessions inferred from bars (calendar ``"none"``): one per trading day present.
 
-    Each session opens at its date's first bar and closes at its last bar plus `bar_ns`, so every
-    given bar (stamped at its open) locates to its own date's session. `timestamp_ns` are UTC
-    epoch ns in any order; local dates are taken in `timezone`.
+    The trading day rolls at local midnight, or at `day_starts`: with ``17:00`` a bar from
+    17:00 on belongs to the next date's session (a roll from noon on names the trading day by the
+    date it ends on, as FX does; one before noon by the date it starts on). Each session opens
+    at its day's first bar and closes at its last bar plus `bar_ns` (or at the next session's
+    open, if sooner), so every given bar (stamped at its open) locates to its own day's session.
+    `timestamp_ns` are UTC epoch ns in any order; wall-clock times are taken in `timezone`.
     """
     check_timezone(timezone)
     timestamp_ns = np.asarray(timestamp_ns, dtype=np.int64)
     if len(timestamp_ns) == 0:
         empty = np.empty(0, dtype=np.int64)
         return SessionTable(timezone, NO_CALENDAR, np.empty(0, "datetime64[D]"), empty, empty)
-    days = local_days(timestamp_ns, timezone)
+    days = trading_days(timestamp_ns, timezone, day_starts)
     unique_days, inverse = np.unique(days, return_inverse=True)
     open_ns = np.full(len(unique_days), np.iinfo(np.int64).max, dtype=np.int64)
     close_ns = np.full(len(unique_days), np.iinfo(np.int64).min, dtype=np.int64)
     np.minimum.at(open_ns, inverse, timestamp_ns)
     np.maximum.at(close_ns, inverse, timestamp_ns)
     close_ns += np.int64(bar_ns)
+    close_ns[:-1] = np.minimum(close_ns[:-1], open_ns[1:])
     return SessionTable(
         timezone, NO_CALENDAR, _readonly(unique_days.astype("datetime64[D]")),
         _readonly(open_ns), _readonly(close_ns),
     )
+
+
+def trading_days(timestamp_ns: np.ndarray, timezone: str,
+                 day_starts: datetime.time | None = None) -> np.ndarray:
+    """Trading day of each UTC-ns timestamp when the day rolls at local `day_starts` (None:
+    midnight), as int64 days since 1970-01-01: the date the day ends on for a roll from noon on
+    (FX: Sunday 17:00 starts Monday), the date it starts on otherwise. For example, with
+    ``datetime.time(17)`` in New York, Friday 16:59 is Friday and Sunday 17:00 is Monday."""
+    if day_starts is None:
+        return local_days(timestamp_ns, timezone)
+    roll = (day_starts.hour * 60 + day_starts.minute) * 60_000_000_000
+    if roll >= _DAY_NS // 2:
+        roll -= _DAY_NS
+    return (local_wall_ns(timestamp_ns, timezone) - roll) // _DAY_NS
 
 
 def local_days(timestamp_ns: np.ndarray, timezone: str) -> np.ndarray:
@@ -235,7 +282,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _calendar_arrays(
     calendar: str, start: datetime.date, end: datetime.date
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple:
     import exchange_calendars as xcals  # slow import; only paid when a calendar is used
 
     names = xcals.get_calendar_names(include_aliases=True)
@@ -262,7 +309,34 @@ def _calendar_arrays(
     dates = schedule.index.to_numpy().astype("datetime64[D]")
     open_ns = pd.DatetimeIndex(schedule["open"]).as_unit("ns").asi8.copy()
     close_ns = pd.DatetimeIndex(schedule["close"]).as_unit("ns").asi8.copy()
-    return _readonly(dates), _readonly(open_ns), _readonly(close_ns)
+    if calendar == "us_futures":
+        close_ns = np.minimum(close_ns, _wall_clock_ns(dates, _EVENING_ROLL, _NEW_YORK))
+    break_start = break_end = None
+    if "break_start" in schedule and schedule["break_start"].notna().any():
+        no_break = schedule["break_start"].isna().to_numpy()
+        break_start = pd.DatetimeIndex(schedule["break_start"]).as_unit("ns").asi8.copy()
+        break_end = pd.DatetimeIndex(schedule["break_end"]).as_unit("ns").asi8.copy()
+        break_start[no_break] = close_ns[no_break]
+        break_end[no_break] = close_ns[no_break]
+        break_start, break_end = _readonly(break_start), _readonly(break_end)
+    return _readonly(dates), _readonly(open_ns), _readonly(close_ns), break_start, break_end
+
+
+@functools.lru_cache(maxsize=64)
+def _fx_week_arrays(start: datetime.date, end: datetime.date):
+    """Every weekday in ``[start, end]``, opening 17:00 New York the day before, closing 17:00."""
+    days = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1)
+    dates = days[np.is_busday(days)]
+    close_ns = _wall_clock_ns(dates, _EVENING_ROLL, _NEW_YORK)
+    open_ns = _wall_clock_ns(dates - 1, _EVENING_ROLL, _NEW_YORK)
+    return _readonly(dates.astype("datetime64[D]")), _readonly(open_ns), _readonly(close_ns)
+
+
+def _wall_clock_ns(dates: np.ndarray, time: datetime.time, timezone: str) -> np.ndarray:
+    """UTC ns of wall-clock `time` in `timezone` on each of `dates` (``datetime64[D]``)."""
+    offset = np.timedelta64(time.hour * 60 + time.minute, "m")
+    local = pd.DatetimeIndex(dates.astype("datetime64[D]") + offset)
+    return local.tz_localize(timezone).tz_convert("UTC").as_unit("ns").asi8.copy()
 
 
 @njit(cache=True, nogil=True)
