@@ -12,6 +12,7 @@ For example::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
@@ -217,26 +218,38 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Config, *, backend: str 
         start_clock()   # data loading, warm-up and the sequential run are not the bar's to time
     parallel = run_clusters(plan, clusters, barset, backend=prep.backend, n_jobs=exe.n_jobs,
                             batch_size=exe.batch_size, address=exe.address, progress=callback)
-    merged = merge(plan, parallel.results, barset)
-    identical = None
-    if sequential is not None:
-        identical = same_events(merged, merge(plan, sequential.results, barset))
+    with _phase(progress, "merging", f"results of {len(clusters):,} clusters"):
+        merged = merge(plan, parallel.results, barset)
+        identical = None
+        if sequential is not None:
+            identical = same_events(merged, merge(plan, sequential.results, barset))
     timing = timing_report(cfg, prep, parallel, sequential, identical)
     summary = summarise(cfg, plan, barset, layout, merged)
-    horizons = {h.label: h for a in cfg.alerts for h in a.forward}
-    run_stats = stats.compute_stats(merged.alerts, merged.trades, merged.forward,
-                                    list(horizons.values()), timezone=barset.timezone,
-                                    n_bars=barset.n_bars, **stats.data_period(barset))
+    events = f"{len(merged.alerts):,} alerts, {len(merged.trades):,} trades"
+    with _phase(progress, "statistics", events):
+        horizons = {h.label: h for a in cfg.alerts for h in a.forward}
+        run_stats = stats.compute_stats(merged.alerts, merged.trades, merged.forward,
+                                        list(horizons.values()), timezone=barset.timezone,
+                                        n_bars=barset.n_bars, n_resamples=cfg.stats.bootstrap,
+                                        **stats.data_period(barset))
     summary["stats"] = run_stats
     manifest = make_manifest(cfg, prep, started, time.perf_counter() - t0)
     output_dir = None
     if write:
-        output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest,
-                                   label=prep.output_label, hint=prep.output_hint)
+        with _phase(progress, "writing", f"{events} to {cfg.output.dir}"):
+            output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest,
+                                       label=prep.output_label, hint=prep.output_hint)
     return RunResult(config=cfg, plan=plan, alerts=merged.alerts, forward=merged.forward,
                      trades=merged.trades, summary=summary, stats=stats.stats_frame(run_stats),
                      timing=timing,
                      manifest=manifest, output_dir=output_dir, layout=layout)
+
+
+def _phase(progress: Any, name: str, detail: str) -> contextlib.AbstractContextManager:
+    """`progress.phase(name, detail)` where the progress reporter has one (the CLI's says on
+    stderr what a long merge, statistics or writing phase is doing); otherwise nothing."""
+    phase = getattr(progress, "phase", None)
+    return phase(name, detail) if callable(phase) else contextlib.nullcontext()
 
 
 def same_events(a: Merged, b: Merged) -> bool:

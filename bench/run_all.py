@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "trades": ("trades.py", [], ["--bars", "100000", "--signals", "1000", "--repeat", "1"]),
     "rules": ("rules.py", [], ["--quick"]),
     "scaling": ("scaling.py", [], ["--quick"]),
+    "outputs": ("outputs.py", [], ["--quick"]),
 }
 
 
