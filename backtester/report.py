@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,16 @@ def write_frame(frame: pd.DataFrame, folder: Path, stem: str, columns: list[str]
     if frame.empty and not len(frame.columns):
         frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(table, folder / f"{stem}.parquet")
-    write_csv(table, folder / f"{stem}.csv")
+    # Arrow releases the GIL: the Parquet file is written while the CSV text is formatted.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        parquet = pool.submit(pq.write_table, table, folder / f"{stem}.parquet")
+        write_csv(table, folder / f"{stem}.csv")
+        parquet.result()
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """`frame` as one Parquet file, by Arrow, without its index."""
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
 _NEEDS_QUOTES = r'[",\r\n]'
@@ -64,8 +73,10 @@ def write_csv(table: pa.Table, path: Path) -> None:
     """
     names = table.column_names
     columns = [_csv_column(table.column(i)) for i in range(table.num_columns)]
+    # Text columns hold few distinct values (symbols, alert names, exit reasons): look at those.
     quote = any((pa.types.is_string(c.type) or pa.types.is_large_string(c.type))
-                and pc.any(pc.match_substring_regex(c, _NEEDS_QUOTES)).as_py() for c in columns)
+                and pc.any(pc.match_substring_regex(pc.unique(c), _NEEDS_QUOTES)).as_py()
+                for c in columns)
     text = pa.table(columns, names=[f"c{i}" for i in range(len(columns))])
     header = io.StringIO()
     csv.writer(header, lineterminator="\n").writerow(names)
@@ -228,6 +239,7 @@ RESULT_FOLDER_FILES = frozenset({
     "alerts.csv", "alerts.parquet", "forward.csv", "forward.parquet", "trades.csv",
     "trades.parquet", "summary.json", "summary.md", "timing.json", "timing.md", "manifest.json",
     "scaling.md", "scaling.svg", "scaling.json",
+    "equity.parquet",
 })
 RESULT_FOLDER_MARKERS = ("manifest.json", "scaling.json")
 

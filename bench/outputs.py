@@ -5,8 +5,8 @@ Run: ``python bench/outputs.py [--symbols N] [--days N] [--bootstrap N] [--repea
 A deliberately busy rule (`close > open`: about half of all bars fire) with forward returns at
 three horizons and a bracket trade on every fire (``overlap: allow``) runs over generated
 1-minute XNYS bars, sequentially in this process. The clusters are timed as a whole; then the
-merge (`merge.merge`), the statistics (`stats.compute_stats`, bootstrap intervals off unless
-``--bootstrap N``) and the writing (`api.write_outputs`: CSV and Parquet of alerts, forward
+merge (`merge.merge`), the statistics (`api.statistics`: the account marked to market at every
+bar, bootstrap intervals off unless ``--bootstrap N``) and the writing (`api.write_outputs`: CSV and Parquet of alerts, forward
 returns and trades, summary, timing, manifest) are timed one by one, each the best of
 ``--repeat`` runs. The report gives seconds, events and each phase's share of the run.
 """
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import datetime as dt
 
-    from backtester import api, stats, synth
+    from backtester import api, synth
     from backtester.bars import from_frame
     from backtester.execution import run_clusters
     from backtester.merge import merge
@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         prep = api.prepare(config, bars=barset)
         cfg, plan = prep.config, prep.plan
-        horizons = list({h.label: h for a in cfg.alerts for h in a.forward}.values())
         run_clusters(plan, prep.layout.clusters[:1], barset, backend="sequential", n_jobs=1)
         best: dict[str, float] = {}
 
@@ -73,15 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             report = timed("clusters", run_clusters, plan, prep.layout.clusters, barset,
                            backend="sequential", n_jobs=1)
             merged = timed("merge", merge, plan, report.results, barset)
-            run_stats = timed("statistics", stats.compute_stats, merged.alerts, merged.trades,
-                              merged.forward, horizons, timezone=barset.timezone,
-                              n_bars=barset.n_bars, n_resamples=cfg.stats.bootstrap,
-                              **stats.data_period(barset))
+            run_stats, equity = timed("statistics", api.statistics, cfg, barset, merged)
             summary = api.summarise(cfg, plan, barset, prep.layout, merged)
             summary["stats"] = run_stats
             timing = api.timing_report(cfg, prep, report, None, None)
             timed("write", api.write_outputs, cfg, merged, summary, run_stats, timing,
-                  {"engine": "bench"})
+                  {"engine": "bench"}, equity=equity)
     total = sum(best.values())
     lines = [
         "# Serial tail on many alerts (bench/outputs.py)", "",
