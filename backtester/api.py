@@ -61,6 +61,7 @@ class RunResult:
     manifest: dict[str, Any]
     output_dir: Path | None = None
     layout: Layout | None = field(default=None, repr=False)
+    equity: pd.DataFrame | None = field(default=None, repr=False)   # equity.parquet's rows
 
 
 @dataclass(frozen=True)
@@ -251,26 +252,53 @@ def _run_prepared(prep: Prepared, started: dt.datetime, t0: float, write: bool,
         start_clock()   # data loading, warm-up and the sequential run are not the bar's to time
     parallel = run_clusters(plan, clusters, barset, backend=prep.backend, n_jobs=exe.n_jobs,
                             batch_size=exe.batch_size, address=exe.address, progress=callback)
-    merged = merge(plan, parallel.results, barset)
-    identical = None
-    if sequential is not None:
-        identical = same_events(merged, merge(plan, sequential.results, barset))
+    with _phase(progress, "merging", f"results of {len(clusters):,} clusters"):
+        merged = merge(plan, parallel.results, barset)
+        identical = None
+        if sequential is not None:
+            identical = same_events(merged, merge(plan, sequential.results, barset))
     timing = timing_report(cfg, prep, parallel, sequential, identical)
     summary = summarise(cfg, plan, barset, layout, merged)
-    horizons = {h.label: h for a in cfg.alerts for h in a.forward}
-    run_stats = stats.compute_stats(merged.alerts, merged.trades, merged.forward,
-                                    list(horizons.values()), timezone=barset.timezone,
-                                    n_bars=barset.n_bars, **stats.data_period(barset))
+    events = f"{len(merged.alerts):,} alerts, {len(merged.trades):,} trades"
+    with _phase(progress, "statistics", events):
+        run_stats, equity = statistics(cfg, barset, merged)
     summary["stats"] = run_stats
     manifest = make_manifest(cfg, prep, started, time.perf_counter() - t0)
     output_dir = None
     if write:
-        output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest,
-                                   label=prep.output_label, hint=prep.output_hint)
+        with _phase(progress, "writing", f"{events} to {cfg.output.dir}"):
+            output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest,
+                                       label=prep.output_label, hint=prep.output_hint,
+                                       equity=equity)
     return RunResult(config=cfg, plan=plan, alerts=merged.alerts, forward=merged.forward,
                      trades=merged.trades, summary=summary, stats=stats.stats_frame(run_stats),
-                     timing=timing,
-                     manifest=manifest, output_dir=output_dir, layout=layout)
+                     timing=timing, manifest=manifest, output_dir=output_dir, layout=layout,
+                     equity=equity)
+
+
+def statistics(cfg: Config, barset: BarSet, merged: Merged
+               ) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """`summary.json`'s statistics dict and the account's equity curve (``equity.parquet``'s
+    rows; None when no alert trades) for a merged run: the account marked to market on
+    `barset`, annualised on the calendar's clock unless ``stats.periods_per_year`` says."""
+    horizons = {h.label: h for a in cfg.alerts for h in a.forward}
+    sides = {a.name: 1.0 if a.trade.side == "long" else -1.0
+             for a in cfg.alerts if a.trade is not None}
+    account = stats.build_account(merged.trades, barset, sides)
+    run_stats = stats.compute_stats(
+        merged.alerts, merged.trades, merged.forward, list(horizons.values()),
+        timezone=barset.timezone, n_bars=barset.n_bars, n_resamples=cfg.stats.bootstrap,
+        bars=barset, sides=sides, account=account,
+        periods=stats.periods_per_year(barset.sessions, cfg.stats.periods_per_year),
+        **stats.data_period(barset))
+    return run_stats, account.frame(barset.timezone) if sides else None
+
+
+def _phase(progress: Any, name: str, detail: str) -> contextlib.AbstractContextManager:
+    """`progress.phase(name, detail)` where the progress reporter has one (the CLI's says on
+    stderr what a long merge, statistics or writing phase is doing); otherwise nothing."""
+    phase = getattr(progress, "phase", None)
+    return phase(name, detail) if callable(phase) else contextlib.nullcontext()
 
 
 def same_events(a: Merged, b: Merged) -> bool:
@@ -415,7 +443,11 @@ def make_manifest(cfg: Config, prep: Prepared, started: dt.datetime,
 
 
 def write_outputs(cfg: Config, merged: Merged, summary: dict, run_stats: dict, timing: dict,
-                  manifest: dict, *, label: str = "output.dir", hint: str | None = None) -> Path:
+                  manifest: dict, *, label: str = "output.dir", hint: str | None = None,
+                  equity: pd.DataFrame | None = None) -> Path:
+    """Every output file of a run, written into a temporary folder that replaces `output.dir`
+    only when complete (`report.AtomicFolder`); `equity` (the account's curve) becomes
+    ``equity.parquet`` when given."""
     with report.AtomicFolder(cfg.output.dir, label, hint) as folder:
         tmp = folder.path
         report.write_frame(merged.alerts, tmp, "alerts", report.ALERT_COLUMNS)
@@ -423,6 +455,8 @@ def write_outputs(cfg: Config, merged: Merged, summary: dict, run_stats: dict, t
             report.write_frame(merged.forward, tmp, "forward", ["timestamp", "symbol", "alert"])
         if any(a.trade is not None for a in cfg.alerts):
             report.write_frame(merged.trades, tmp, "trades", report.TRADE_COLUMNS)
+        if equity is not None:
+            report.write_parquet(equity, tmp / "equity.parquet")
         report.write_json(summary, tmp / "summary.json")
         (tmp / "summary.md").write_text(stats.render_markdown(run_stats, title=cfg.name),
                                         encoding="utf-8")

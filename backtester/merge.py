@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from numba import njit
 
 from . import trades as trades_mod
@@ -84,16 +86,21 @@ def _concat(parts: Sequence[np.ndarray], dtype=None) -> np.ndarray:
 
 
 def merge(plan: Plan, results: Sequence[ClusterResult], barset: BarSet) -> Merged:
-    """One `Merged` from cluster results in any order (they are re-ordered by cluster index)."""
+    """One `Merged` from cluster results in any order (they are re-ordered by cluster index).
+
+    Columnar end to end: events stay NumPy arrays per (alert, symbol), names stay integer codes
+    until the end, the final order is one `np.lexsort` over integer keys, and the text columns
+    (``symbol``, ``alert``, ``reason``) become Arrow-backed strings without a Python object per
+    row.
+    """
     ordered = sorted(results, key=lambda r: r.cluster.index)
-    tz = barset.timezone
-    alert_frames, forward_frames, trade_frames = [], [], []
+    symbol_names = sorted(barset.symbols)
+    symbol_code = {name: code for code, name in enumerate(symbol_names)}
+    alert_names = [alert.name for alert in plan.alerts]
+    alerts, forward, trades = _Columns(), _Columns(), _Columns()
     candidates = 0
     suppressed: dict[str, int] = {}
     for alert in plan.alerts:
-        # Columns per symbol, made into one DataFrame per alert below: building a frame per
-        # (alert, symbol) cost more than the merge's own work on runs with many symbols.
-        alert_parts, forward_parts, trade_parts = [], [], []
         by_symbol: dict[str, list] = {}
         for result in ordered:
             by_symbol.setdefault(result.cluster.symbol, []).append(result.events[alert.index])
@@ -116,82 +123,126 @@ def merge(plan: Plan, results: Sequence[ClusterResult], barset: BarSet) -> Merge
                                      cfg.once_per_day, runs[:, 0].copy(), runs[:, 1].copy(),
                                      alert.rearm is not None)
             candidates += len(row)
-            dropped += int(len(row) - fired.sum())
             n_fired = int(fired.sum())
-            labels = {"symbol": np.full(n_fired, symbol, dtype=object),
-                      "alert": np.full(n_fired, alert.name, dtype=object)}
-            frame = {"timestamp": ts[fired], **labels}
-            for name in events[0].values:
-                frame[name] = _concat([e.values[name] for e in events])[fired]
-            alert_parts.append(frame)
+            dropped += int(len(row) - n_fired)
+            codes = (symbol_code[symbol], alert.index)
+            fired_ts = ts[fired]
+            alerts.add(fired_ts, *codes, {"timestamp": fired_ts, **{
+                name: _concat([e.values[name] for e in events])[fired]
+                for name in events[0].values}})
             if cfg.forward:
-                fwd = {"timestamp": ts[fired], **labels}
-                for name in events[0].forward:
-                    fwd[name] = _concat([e.forward[name] for e in events])[fired]
-                forward_parts.append(fwd)
+                forward.add(fired_ts, *codes, {"timestamp": fired_ts, **{
+                    name: _concat([e.forward[name] for e in events])[fired]
+                    for name in events[0].forward}})
             if cfg.trade is not None:
-                trade_parts.append(_trade_columns(alert.name, symbol, events, row[fired],
-                                                  barset, cfg.trade.overlap))
+                columns = _trade_columns(events, row[fired], barset.bars[symbol].timestamp,
+                                         cfg.trade.overlap)
+                trades.add(columns["entry_time"], *codes, columns)
         suppressed[alert.name] = dropped
-        alert_frames.append((alert.index, _frame(alert_parts, tz, ("timestamp",))))
-        forward_frames.append((alert.index, _frame(forward_parts, tz, ("timestamp",))))
-        trade_frames.append((alert.index, _frame(trade_parts, tz, _TRADE_TIMES)))
-    return Merged(alerts=_ordered(alert_frames, ["timestamp", "symbol"]),
-                  forward=_ordered(forward_frames, ["timestamp", "symbol"]),
-                  trades=_ordered(trade_frames, ["entry_time", "symbol"]),
+    names = {"symbol": symbol_names, "alert": alert_names}
+    tz = barset.timezone
+    return Merged(alerts=alerts.frame(("timestamp", "symbol", "alert"), names, tz),
+                  forward=forward.frame(("timestamp", "symbol", "alert"), names, tz),
+                  trades=trades.frame(("alert", "symbol"), names, tz),
                   candidates=candidates, suppressed=suppressed)
 
 
-_TRADE_TIMES = ("signal_time", "entry_time", "exit_time")
+_TIME_COLUMNS = ("timestamp", "signal_time", "entry_time", "exit_time")
+_TEXT_CODES = {"reason": trades_mod.REASONS}
 
 
-def _frame(parts: list[dict[str, np.ndarray]], tz: str, time_columns: Sequence[str]
-           ) -> pd.DataFrame:
-    """One DataFrame from same-keyed column dicts; `time_columns` hold UTC epoch ns and
-    become tz-aware timestamps in `tz`."""
-    if not parts:
-        return pd.DataFrame()
-    columns = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    for key in time_columns:
-        columns[key] = pd.DatetimeIndex(columns[key].astype("datetime64[ns]"),
-                                        tz="UTC").tz_convert(tz)
-    return pd.DataFrame(columns)
+class _Columns:
+    """Events of one kind gathered as column arrays per (alert, symbol), made into one frame
+    ordered by (time, symbol, alert order): a total order that no cluster layout changes."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, int, int, dict[str, np.ndarray]]] = []
+
+    def add(self, order_time: np.ndarray, symbol: int, alert: int,
+            columns: dict[str, np.ndarray]) -> None:
+        if len(order_time):
+            self.parts.append((order_time, symbol, alert, columns))
+
+    def frame(self, leading: Sequence[str], names: dict[str, Sequence[str]], tz: str
+              ) -> pd.DataFrame:
+        """`leading` columns first (``symbol`` and ``alert`` from their codes, a time column
+        from the parts), then every other column in order of first appearance; a column that
+        some parts lack is NaN there (nullable boolean for flags)."""
+        if not self.parts:
+            return pd.DataFrame()
+        sizes = [len(t) for t, _, _, _ in self.parts]
+        time_key = np.concatenate([t for t, _, _, _ in self.parts])
+        codes = {"symbol": np.repeat([s for _, s, _, _ in self.parts], sizes).astype(np.int32),
+                 "alert": np.repeat([a for _, _, a, _ in self.parts], sizes).astype(np.int32)}
+        # np.lexsort is stable: ties keep the gathering order (alert, then symbol, then time).
+        order = np.lexsort((codes["alert"], codes["symbol"], time_key))
+        keys: dict[str, None] = dict.fromkeys(k for k in leading if k not in codes)
+        for _, _, _, columns in self.parts:
+            keys.update(dict.fromkeys(columns))
+        out: dict[str, Any] = {}
+        for key in dict.fromkeys([*leading, *keys]):
+            if key in codes:
+                out[key] = _text(codes[key][order], names[key])
+                continue
+            values = _gather([columns.get(key) for _, _, _, columns in self.parts], sizes)
+            values = values[order]
+            if key in _TIME_COLUMNS:
+                out[key] = pd.DatetimeIndex(values.astype("datetime64[ns]"),
+                                            tz="UTC").tz_convert(tz)
+            elif key in _TEXT_CODES:
+                out[key] = _text(values, _TEXT_CODES[key])
+            else:
+                out[key] = values
+        return pd.DataFrame(out)
 
 
-def _trade_columns(name: str, symbol: str, events, fired_rows: np.ndarray, barset: BarSet,
-                   overlap: str) -> dict[str, np.ndarray]:
+def _gather(parts: list[np.ndarray | None], sizes: list[int]):
+    """One array from per-part arrays, NaN (or NA for flags) where a part lacks the column."""
+    present = [p for p in parts if p is not None]
+    if len(present) == len(parts):
+        return np.concatenate(parts)
+    kind = present[0].dtype
+    if kind == np.bool_:
+        values = np.concatenate([p if p is not None else np.zeros(n, np.bool_)
+                                 for p, n in zip(parts, sizes)])
+        missing = np.concatenate([np.full(n, p is None) for p, n in zip(parts, sizes)])
+        return pd.arrays.BooleanArray(values, missing)
+    return np.concatenate([p.astype(np.float64) if p is not None else np.full(n, np.nan)
+                           for p, n in zip(parts, sizes)])
+
+
+_STRING = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
+def _text(codes: np.ndarray, names: Sequence[str]) -> pd.api.extensions.ExtensionArray:
+    """Strings ``names[codes]`` as pandas' Arrow-backed string dtype, built by Arrow from the
+    integer codes (no Python object per row)."""
+    dictionary = pa.array(list(names), pa.large_string())
+    decoded = pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)),
+                                             dictionary).dictionary_decode()
+    return pd.array(decoded, dtype=_STRING)
+
+
+def _trade_columns(events, fired_rows: np.ndarray, ts: np.ndarray, overlap: str
+                   ) -> dict[str, np.ndarray]:
     # Trades are matched to fires by signal row: a signal that cannot enter (next-open entry on
     # the data's last bar) has no trade, so positions do not line up with the candidates.
     keys = events[0].trades.keys()
     cols = {k: _concat([e.trades[k] for e in events]) for k in keys}
     keep = np.isin(cols["signal_idx"], fired_rows)
     cols = {k: v[keep] for k, v in cols.items()}
-    ts = barset.bars[symbol].timestamp
     signal_time = ts[cols["signal_idx"]]
     exit_time = ts[cols["exit_idx"]]
     if overlap == "skip":
         take = trades_mod.select_non_overlapping(signal_time, exit_time)
         cols = {k: v[take] for k, v in cols.items()}
         signal_time, exit_time = signal_time[take], exit_time[take]
-    reasons = np.asarray(trades_mod.REASONS, dtype=object)
-    n = len(signal_time)
     return {
-        "alert": np.full(n, name, dtype=object), "symbol": np.full(n, symbol, dtype=object),
         "signal_time": signal_time,
         "entry_time": ts[cols["entry_idx"]], "entry_price": cols["entry_price"],
         "exit_time": exit_time, "exit_price": cols["exit_price"],
-        "reason": reasons[cols["reason"].astype(np.int64)],
+        "reason": cols["reason"].astype(np.int64),
         "bars_held": cols["bars_held"].astype(np.int64),
         "return": cols["net_return"], "gross_return": cols["gross_return"],
         "mfe": cols["mfe"], "mae": cols["mae"], "both_touched": cols["both_touched"].astype(bool),
     }
-
-
-def _ordered(frames: list[tuple[int, pd.DataFrame]], keys: list[str]) -> pd.DataFrame:
-    """Concatenate and sort by `keys`, then alert order: a total, layout-independent order."""
-    frames = [(i, f) for i, f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame()
-    out = pd.concat([f.assign(_alert_order=i) for i, f in frames], ignore_index=True)
-    out = out.sort_values([*keys, "_alert_order"], kind="mergesort").drop(columns="_alert_order")
-    return out.reset_index(drop=True)

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "clusters": ("clusters.py", ["--compare"], ["--quick"]),
     "scaling": ("scaling.py", [], ["--quick"]),
     "peers": ("peers.py", [], ["--quick"]),
+    "outputs": ("outputs.py", [], ["--quick"]),
 }
 
 

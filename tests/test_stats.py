@@ -54,7 +54,8 @@ def stats(**kwargs):
     args = {"alerts": alerts_frame(), "trades": trades_frame(), "forward": forward_frame(),
             "horizons": HORIZONS, "timezone": TZ, "n_bars": 1000,
             "start": pd.Timestamp("2024-01-02 09:30", tz=TZ),
-            "end": pd.Timestamp("2024-01-05 15:59", tz=TZ), "trading_days": 4}
+            "end": pd.Timestamp("2024-01-05 15:59", tz=TZ), "trading_days": 4,
+            "n_resamples": 2000}
     args.update(kwargs)
     return compute_stats(**args)
 
@@ -90,7 +91,8 @@ def test_bootstrap_intervals_are_deterministic_per_seed():
 
     def interval(seed):
         return compute_stats(pd.DataFrame(), pd.DataFrame(), forward, HORIZONS[:1], timezone=TZ,
-                             seed=seed, **NO_PERIOD)["alerts"]["x"]["forward"]["5"]["mean_ci95"]
+                             seed=seed, n_resamples=2000,
+                             **NO_PERIOD)["alerts"]["x"]["forward"]["5"]["mean_ci95"]
 
     assert interval(0) == interval(0)
     assert interval(1) != interval(0)
@@ -102,7 +104,7 @@ def test_bootstrap_interval_covers_a_known_mean():
     forward = pd.DataFrame({"alert": "x", "ret_5": values, "mfe_5": 0.0, "mae_5": 0.0,
                             "complete_5": True})
     f = compute_stats(pd.DataFrame(), pd.DataFrame(), forward, HORIZONS[:1],
-                      timezone=TZ, **NO_PERIOD)["overall"]["forward"]["5"]
+                      timezone=TZ, n_resamples=2000, **NO_PERIOD)["overall"]["forward"]["5"]
     half_width = 1.96 * values.std() / math.sqrt(len(values))
     assert f["mean_ci95"][0] == pytest.approx(values.mean() - half_width, abs=2e-4)
     assert f["mean_ci95"][1] == pytest.approx(values.mean() + half_width, abs=2e-4)
@@ -121,7 +123,7 @@ def test_trade_statistics_on_known_returns():
     assert t["expectancy"] == pytest.approx(0.04 / 3)
     assert t["total_return"] == pytest.approx(1.02 * 0.99 * 1.03 - 1)
     assert t["max_drawdown"] == pytest.approx(-0.01)
-    assert t["exposure"] == pytest.approx(35 / 1000)
+    assert t["exposure"] is None   # no bars to weigh time by (see tests/test_account.py)
     assert t["longest_losing_streak"] == 1
     assert t["both_touched"] == 1
     assert t["reasons"] == {"tp": 1, "sl": 1, "time": 1}
@@ -145,12 +147,13 @@ def test_sharpe_and_sortino_use_daily_returns_padded_with_flat_days():
     assert t["sortino"] == expected_sortino  # no losing day: undefined, None
 
 
-def test_annualised_return_over_the_run_span():
-    t = stats(start=pd.Timestamp("2024-01-01"), end=pd.Timestamp("2025-01-01"))
-    total = t["alerts"]["dip"]["trades"]["total_return"]
-    years = 366 / 365.25
-    assert t["alerts"]["dip"]["trades"]["annualized_return"] == pytest.approx(
-        (1 + total) ** (1 / years) - 1)
+def test_annualised_return_runs_on_the_trading_day_clock():
+    # A year of 252 sessions on an exchange calendar is one year: annualised = total.
+    t = stats(start=pd.Timestamp("2024-01-01"), end=pd.Timestamp("2025-01-01"),
+              trading_days=252)["alerts"]["dip"]["trades"]
+    assert t["annualized_return"] == pytest.approx(t["total_return"])
+    half = stats(trading_days=126)["alerts"]["dip"]["trades"]
+    assert half["annualized_return"] == pytest.approx((1 + half["total_return"]) ** 2 - 1)
 
 
 def test_annualised_return_is_none_for_a_short_span():
@@ -240,8 +243,7 @@ def test_statistics_span_the_data_even_when_alerts_fire_only_in_two_months():
     only = compute_stats(result.alerts.iloc[:0], inside, result.forward.iloc[:0], (),
                          timezone=TZ, **data_period(bars), n_bars=bars.n_bars)
     total = only["overall"]["trades"]["total_return"]
-    years = (pd.Timestamp(definitions["period_end"]) - pd.Timestamp(
-        definitions["period_start"])) / pd.Timedelta(days=365.25)
+    years = definitions["trading_days"] / definitions["periods_per_year"]   # 252 / 252
     assert only["overall"]["trades"]["annualized_return"] == pytest.approx(
         (1 + total) ** (1 / years) - 1)
     assert only["definitions"]["trading_days"] == 252
@@ -281,12 +283,48 @@ def test_intervals_do_not_depend_on_the_other_alerts_or_the_thread_that_drew_the
     frames = [pd.DataFrame({"alert": f"a{i}", "ret_5": rng.normal(0, 0.01, 3000),
                             "mfe_5": 0.0, "mae_5": 0.0, "complete_5": True}) for i in range(6)]
     together = compute_stats(pd.DataFrame(), pd.DataFrame(), pd.concat(frames, ignore_index=True),
-                             HORIZONS[:1], timezone=TZ, **NO_PERIOD)
+                             HORIZONS[:1], timezone=TZ, n_resamples=2000, **NO_PERIOD)
     for frame in frames:
         name = frame["alert"].iloc[0]
         alone = compute_stats(pd.DataFrame(), pd.DataFrame(), frame, HORIZONS[:1], timezone=TZ,
-                              **NO_PERIOD)
+                              n_resamples=2000, **NO_PERIOD)
         assert together["alerts"][name] == alone["alerts"][name]
     again = compute_stats(pd.DataFrame(), pd.DataFrame(), pd.concat(frames, ignore_index=True),
-                          HORIZONS[:1], timezone=TZ, **NO_PERIOD)
+                          HORIZONS[:1], timezone=TZ, n_resamples=2000, **NO_PERIOD)
     assert again == together
+
+
+def test_bootstrap_intervals_are_off_unless_the_config_asks_for_them():
+    bars = year_of_bars()
+    config = {"name": "ci", "data": {"path": "<frame>"},
+              "alerts": [{"name": "a", "when": "close > 100.9", "forward": [3]}],
+              "schedule": {"cluster_by": "month"}, "execution": {"backend": "sequential"}}
+    plain = backtester.run(config, bars=bars, write=False).summary["stats"]
+    assert plain["overall"]["forward"]["3"]["mean"] is not None
+    assert plain["overall"]["forward"]["3"]["mean_ci95"] is None
+    assert plain["definitions"]["bootstrap_resamples"] == 0
+    config["stats"] = {"bootstrap": 500}
+    asked = backtester.run(config, bars=bars, write=False).summary["stats"]
+    low, high = asked["overall"]["forward"]["3"]["mean_ci95"]
+    assert low <= asked["overall"]["forward"]["3"]["mean"] <= high
+    assert asked["definitions"]["bootstrap_resamples"] == 500
+
+
+@pytest.mark.parametrize("stats_section, field", [
+    ({"bootstrap": -1}, "stats.bootstrap"), ({"bootstrap": "lots"}, "stats.bootstrap"),
+    ({"periods_per_year": 0}, "stats.periods_per_year"), ({"resample": 10}, "stats.resample"),
+])
+def test_a_bad_stats_section_is_one_line_naming_the_field(stats_section, field):
+    config = {"name": "x", "data": {"path": "x.parquet"}, "alerts": [{"name": "a", "when": "close > 1"}],
+              "stats": stats_section}
+    with pytest.raises(backtester.errors.ConfigError) as caught:
+        backtester.config.load_config(config)
+    assert f": {field}: " in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_longest_losing_streak_counts_consecutive_losses():
+    from backtester.stats import _longest_run
+
+    assert _longest_run(np.array([], bool)) == 0
+    assert _longest_run(np.array([False, False])) == 0
+    assert _longest_run(np.array([True, False, True, True, True, False, True, True])) == 3
