@@ -221,11 +221,11 @@ def test_a_full_disk_while_writing_results_keeps_the_earlier_ones(tmp_path, bars
     before = earlier_results(tmp_path / "out")
     written = []
 
-    def to_parquet(frame, path, *args, **kwargs):
+    def write_table(table, path, *args, **kwargs):
         written.append(path)
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", to_parquet)
+    monkeypatch.setattr("pyarrow.parquet.write_table", write_table)
     status, err = run_in_process(capsys, config)
     assert written and status == 1
     assert err == [f"error: {config}: output.dir: {tmp_path / 'out'}: cannot write the results: "
