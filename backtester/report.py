@@ -124,7 +124,10 @@ def check_target(target: str | os.PathLike, label: str, hint: str | None = None)
     shown = os.fspath(target)
     if not shown:
         raise BacktestError(f"{label}: no results folder given ({hint})")
+    if "\x00" in shown:
+        raise BacktestError(f"{label}: {shown[:80]!r}: a path cannot hold a NUL byte ({hint})")
     path = Path(os.path.abspath(shown))
+    _check_name_lengths(path, shown, label, hint)
 
     def refuse(what: str, more_hint: str = "") -> BacktestError:
         return BacktestError(f"{label}: {shown}: {what} ({hint}{more_hint})")
@@ -160,6 +163,25 @@ def check_target(target: str | os.PathLike, label: str, hint: str | None = None)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise refuse(f"no permission to write in {parent}")
     return path
+
+
+def _check_name_lengths(path: Path, shown: str, label: str, hint: str) -> None:
+    """Refuse names the file system cannot hold (checked before anything stats `path`, which
+    would raise ENAMETOOLONG, and before the run rather than after it)."""
+    existing = path.parent
+    while not os.path.isdir(existing) and existing.parent != existing:
+        existing = existing.parent
+    try:
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    # The temporary folder beside it adds `.` and `.tmp-PID-XXXXXXXX` to the name.
+    too_long = [p.name for p in (path, *path.parents)
+                if len(os.fsencode(p.name)) + (24 if p == path else 0) > longest]
+    if too_long:
+        raise BacktestError(f"{label}: {shown[:60]}...: the name {too_long[0][:20]}... is too "
+                            f"long for this file system (at most {longest - 24} bytes for the "
+                            f"results folder's own name, {longest} for its parents; {hint})")
 
 
 # Lock files held by this process: path -> [file descriptor, owning thread, depth].

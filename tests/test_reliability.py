@@ -96,6 +96,17 @@ def test_a_forged_or_garbled_marker_is_not_ours(tmp_path):
             report.check_target(folder, "--out")
 
 
+@pytest.mark.parametrize(("out", "start"), [
+    ("res\x00ults", "--out: 'res\\x00ults': a path cannot hold a NUL byte (choose another --out)"),
+    ("r" * 300, f"--out: {'r' * 60}...: the name {'r' * 20}... is too long for this file system"),
+    ("r" * 240, f"--out: {'r' * 60}...: the name {'r' * 20}... is too long for this file system"),
+])
+def test_impossible_folder_names_are_refused_before_the_run(case, capsys, out, start):
+    status, err = run_cli(capsys, "run", "c.yaml", "--out", out)
+    assert status == 2 and len(err) == 1 and err[0].startswith(start), err
+    assert sorted(os.listdir(case)) == ["c.yaml"]
+
+
 def test_shipped_goldens_carry_the_stable_golden_marker():
     for folder in (REPO / "tests" / "golden").iterdir():
         assert json.loads((folder / report.MARKER).read_text()) == \
