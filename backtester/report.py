@@ -464,7 +464,7 @@ def sweep_results_leftovers(parent: str | os.PathLike) -> list[str]:
 
     A ``.NAME.tmp-PID-*`` folder whose process PID is gone is removed; a ``.NAME.old-PID-*``
     folder (earlier results moved aside for a moment) is put back as ``NAME`` when that is
-    missing, else removed. Only folders that are certainly ours are touched: they hold our
+    missing, else removed; a ``.NAME.lock`` of ours that nobody holds is removed. Only folders that are certainly ours are touched: they hold our
     `MARKER` from this host (or nothing at all) and nothing but result files. Returns one
     description of each thing done, for the caller to report.
     """
@@ -475,6 +475,8 @@ def sweep_results_leftovers(parent: str | os.PathLike) -> list[str]:
         return []
     done = []
     for entry in entries:
+        if entry.startswith(".") and entry.endswith(".lock") and _remove_stale_lock(parent / entry):
+            done.append(f"lock file {parent / entry}")
         match = _SIBLING.match(entry)
         if match is None or process_alive(int(match["pid"])):
             continue
@@ -497,6 +499,32 @@ def sweep_results_leftovers(parent: str | os.PathLike) -> list[str]:
         except OSError:
             continue   # not ours to fight over: left as it is
     return done
+
+
+def _remove_stale_lock(path: Path) -> bool:
+    """Remove the lock file `path` of a run that was killed (its lock died with it), when it
+    is a lock `results_lock` wrote (another tool's ``.x.lock`` is left alone); True if done."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False   # held: its run is alive
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            ours = isinstance(holder, dict) and holder.get("written_by") == "backtester" \
+                and holder.get("host") == _HOST
+            if not (ours and os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))):
+                return False
+            os.unlink(path)   # while locked, as a releasing run does
+        except (OSError, ValueError):
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def process_alive(pid: int) -> bool:

@@ -296,6 +296,19 @@ def test_the_next_run_sweeps_results_folders_of_dead_runs_and_says_so(tmp_path, 
     assert f"put back the earlier results {tmp_path / 'prev'}" in line
 
 
+def test_lock_files_of_killed_runs_are_swept_but_not_held_or_foreign_ones(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "killed")],
+                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    holder.kill()
+    holder.communicate(timeout=60)
+    (tmp_path / ".foreign.lock").write_text("")
+    with report.results_lock(tmp_path / "held"):
+        done = report.sweep_results_leftovers(tmp_path)
+        assert done == [f"lock file {tmp_path / '.killed.lock'}"]
+        assert hidden(tmp_path) == [".foreign.lock", ".held.lock"]
+
+
 def test_a_sweep_with_nothing_to_do_says_nothing(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="backtester"):
         assert execution.sweep_leftovers(tmp_path / "out") == []
