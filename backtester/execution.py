@@ -627,7 +627,15 @@ class DaskEngine(Engine):
             raise RuntimeError("the dask backend needs `pip install backtester[dask]`") from exc
         began = time.perf_counter()
         if self.address:
-            self._client = Client(self.address)
+            try:
+                self._client = Client(self.address)
+            except (OSError, ValueError, TypeError) as exc:   # refused, timed out, malformed
+                from .errors import BacktestError
+
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise BacktestError(f"execution.address: cannot connect to the Dask scheduler "
+                                    f"at {self.address!r}: {reason[:200]} (check the address; "
+                                    f"it must be a scheduler you trust)") from None
         else:
             self._cluster = LocalCluster(n_workers=self.n_jobs, threads_per_worker=1,
                                          processes=True, dashboard_address=None)

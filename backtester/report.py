@@ -306,7 +306,10 @@ def check_target(target: str | os.PathLike, label: str, hint: str | None = None)
     shown = os.fspath(target)
     if not shown:
         raise BacktestError(f"{label}: no results folder given ({hint})")
+    if "\x00" in shown:
+        raise BacktestError(f"{label}: {shown[:80]!r}: a path cannot hold a NUL byte ({hint})")
     path = Path(os.path.abspath(shown))
+    _check_name_lengths(path, shown, label, hint)
 
     def refuse(what: str, more_hint: str = "") -> BacktestError:
         return BacktestError(f"{label}: {shown}: {what} ({hint}{more_hint})")
@@ -342,6 +345,25 @@ def check_target(target: str | os.PathLike, label: str, hint: str | None = None)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise refuse(f"no permission to write in {parent}")
     return path
+
+
+def _check_name_lengths(path: Path, shown: str, label: str, hint: str) -> None:
+    """Refuse names the file system cannot hold (checked before anything stats `path`, which
+    would raise ENAMETOOLONG, and before the run rather than after it)."""
+    existing = path.parent
+    while not os.path.isdir(existing) and existing.parent != existing:
+        existing = existing.parent
+    try:
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    # The temporary folder beside it adds `.` and `.tmp-PID-XXXXXXXX` to the name.
+    too_long = [p.name for p in (path, *path.parents)
+                if len(os.fsencode(p.name)) + (24 if p == path else 0) > longest]
+    if too_long:
+        raise BacktestError(f"{label}: {shown[:60]}...: the name {too_long[0][:20]}... is too "
+                            f"long for this file system (at most {longest - 24} bytes for the "
+                            f"results folder's own name, {longest} for its parents; {hint})")
 
 
 # Lock files held by this process: path -> [file descriptor, owning thread, depth].
@@ -624,7 +646,7 @@ def sweep_results_leftovers(parent: str | os.PathLike) -> list[str]:
 
     A ``.NAME.tmp-PID-*`` folder whose process PID is gone is removed; a ``.NAME.old-PID-*``
     folder (earlier results moved aside for a moment) is put back as ``NAME`` when that is
-    missing, else removed. Only folders that are certainly ours are touched: they hold our
+    missing, else removed; a ``.NAME.lock`` of ours that nobody holds is removed. Only folders that are certainly ours are touched: they hold our
     `MARKER` from this host (or nothing at all) and nothing but result files. Returns one
     description of each thing done, for the caller to report.
     """
@@ -635,6 +657,8 @@ def sweep_results_leftovers(parent: str | os.PathLike) -> list[str]:
         return []
     done = []
     for entry in entries:
+        if entry.startswith(".") and entry.endswith(".lock") and _remove_stale_lock(parent / entry):
+            done.append(f"lock file {parent / entry}")
         match = _SIBLING.match(entry)
         if match is None or process_alive(int(match["pid"])):
             continue
@@ -657,6 +681,32 @@ def sweep_results_leftovers(parent: str | os.PathLike) -> list[str]:
         except OSError:
             continue   # not ours to fight over: left as it is
     return done
+
+
+def _remove_stale_lock(path: Path) -> bool:
+    """Remove the lock file `path` of a run that was killed (its lock died with it), when it
+    is a lock `results_lock` wrote (another tool's ``.x.lock`` is left alone); True if done."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False   # held: its run is alive
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            ours = isinstance(holder, dict) and holder.get("written_by") == "backtester" \
+                and holder.get("host") == _HOST
+            if not (ours and os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))):
+                return False
+            os.unlink(path)   # while locked, as a releasing run does
+        except (OSError, ValueError):
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def process_alive(pid: int) -> bool:

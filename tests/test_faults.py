@@ -291,3 +291,18 @@ def test_a_folder_turned_read_only_during_the_run_is_one_line(tmp_path, bars_fil
                    "output.dir, or pass --out); nothing was replaced"]
     assert snapshot(tmp_path / "out") == before
     assert sorted(os.listdir(tmp_path)) == ["c.yaml", "out"]
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "nonsense://x"])
+def test_an_unreachable_dask_scheduler_is_one_line(tmp_path, bars_file, capsys, address):
+    pytest.importorskip("distributed")
+    import dask
+
+    config = write_config(tmp_path, bars_file, "dask", 2)
+    config.write_text(config.read_text().replace("batch_size: 1}", f"address: '{address}'}}"))
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        status, err = run_in_process(capsys, config, "--no-compare-sequential")
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(f"execution.address: cannot connect to the Dask scheduler at "
+                             f"'{address}': ")
+    assert sorted(os.listdir(tmp_path)) == ["c.yaml"]

@@ -96,6 +96,17 @@ def test_a_forged_or_garbled_marker_is_not_ours(tmp_path):
             report.check_target(folder, "--out")
 
 
+@pytest.mark.parametrize(("out", "start"), [
+    ("res\x00ults", "--out: 'res\\x00ults': a path cannot hold a NUL byte (choose another --out)"),
+    ("r" * 300, f"--out: {'r' * 60}...: the name {'r' * 20}... is too long for this file system"),
+    ("r" * 240, f"--out: {'r' * 60}...: the name {'r' * 20}... is too long for this file system"),
+])
+def test_impossible_folder_names_are_refused_before_the_run(case, capsys, out, start):
+    status, err = run_cli(capsys, "run", "c.yaml", "--out", out)
+    assert status == 2 and len(err) == 1 and err[0].startswith(start), err
+    assert sorted(os.listdir(case)) == ["c.yaml"]
+
+
 def test_shipped_goldens_carry_the_stable_golden_marker():
     for folder in (REPO / "tests" / "golden").iterdir():
         assert json.loads((folder / report.MARKER).read_text()) == \
@@ -283,6 +294,19 @@ def test_the_next_run_sweeps_results_folders_of_dead_runs_and_says_so(tmp_path, 
     line = caplog.records[0].getMessage()
     assert line.startswith("removed what killed runs left behind: ") and "\n" not in line
     assert f"put back the earlier results {tmp_path / 'prev'}" in line
+
+
+def test_lock_files_of_killed_runs_are_swept_but_not_held_or_foreign_ones(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "killed")],
+                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    holder.kill()
+    holder.communicate(timeout=60)
+    (tmp_path / ".foreign.lock").write_text("")
+    with report.results_lock(tmp_path / "held"):
+        done = report.sweep_results_leftovers(tmp_path)
+        assert done == [f"lock file {tmp_path / '.killed.lock'}"]
+        assert hidden(tmp_path) == [".foreign.lock", ".held.lock"]
 
 
 def test_a_sweep_with_nothing_to_do_says_nothing(tmp_path, caplog):
