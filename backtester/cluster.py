@@ -134,7 +134,7 @@ def run_cluster(plan: Plan, cluster: Cluster, bars: SymbolBars, sessions: Sessio
     lo, hi = cluster.start - cluster.read_start, cluster.end - cluster.read_start
     values, rows, offsets = fused.run(program, ctx, filters=filters, table=table, lo=lo, hi=hi,
                                       minute_of_day=minute)
-    slots = dict(program.outputs)
+    slots = program.slots
     events = tuple(_alert_events(alert, rows[offsets[j]:offsets[j + 1]],
                                  lambda node: values[slots[node]], bars, cluster)
                    for j, alert in enumerate(plan.alerts))

@@ -31,6 +31,7 @@ SQL's three-valued logic, a non-finite arithmetic result is missing.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -103,11 +104,13 @@ class Program:
     indicators: tuple[IndicatorLeaf, ...] = ()    # the leaves computed by calling a kernel
     others: tuple[tuple[int, expr.Node], ...] = ()  # the leaves computed through `expr`
 
+    @functools.cached_property
+    def slots(self) -> dict[expr.Node, int]:
+        """The slot of each wanted node (built once per program, not per cluster)."""
+        return dict(self.outputs)
+
     def slot(self, node: expr.Node) -> int:
-        for wanted, slot in self.outputs:
-            if wanted == node:
-                return slot
-        raise KeyError(node)
+        return self.slots[node]
 
 
 class _Builder:

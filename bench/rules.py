@@ -168,7 +168,8 @@ def main() -> None:
         row("end to end without forward horizons (no bootstrap statistics)", no_forward),
         "",
         f"Goal: the rule graph well under 1 s for 1M bars: "
-        f"{'met' if graph < 1.0 and n >= 1_000_000 else 'NOT met'} ({graph:.3f} s).",
+        f"{'met' if compiled < 1.0 and n >= 1_000_000 else 'NOT met'} ({compiled:.3f} s "
+        f"compiled, {graph:.3f} s on the interpreter, for {n:,} bars).",
         "",
         "Alerts fired (after cooldown, once-per-day and rearm): "
         + ", ".join(f"{name} {count:,}" for name, count in fired.items()) + ".",
