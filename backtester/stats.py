@@ -164,7 +164,7 @@ def periods_per_year(sessions=None, override: float | None = None) -> tuple[floa
         return float(CALENDAR_PERIODS[calendar]), f"calendar {calendar}"
     if calendar == "none":
         weekdays = set(pd.DatetimeIndex(np.asarray(sessions.dates, "datetime64[D]"))
-                       .dayofweek.unique().tolist()) if len(sessions) else set()
+                       .day_of_week.unique().tolist()) if len(sessions) else set()
         weekend = len(weekdays & {5, 6})
         periods = (TRADING_DAYS_PER_YEAR, 260, 365)[weekend]
         return float(periods), f"calendar none: sessions on {weekend} weekend day(s) a week"
