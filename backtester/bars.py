@@ -890,7 +890,8 @@ def _assemble(
     if keep is not None:
         sorted_codes = sorted_codes[keep]
         columns = {name: array[keep] for name, array in columns.items()}
-    bounds = np.searchsorted(sorted_codes, np.arange(len(names) + 1))
+    # Searching with the codes' own dtype: an int64 needle would convert all of them first.
+    bounds = np.searchsorted(sorted_codes, np.arange(len(names) + 1, dtype=sorted_codes.dtype))
     bars: dict[str, SymbolBars] = {}
     for code, name in enumerate(names):
         low, high = bounds[code], bounds[code + 1]
@@ -1008,19 +1009,33 @@ def _check_order(data, order, sorted_codes, sorted_stamps, names, timezone) -> N
 
 
 def _bar_interval(sorted_codes: np.ndarray, sorted_stamps: np.ndarray, timezone: str) -> int:
-    """Most common spacing of consecutive bars of one symbol on one local date."""
+    """Most common spacing of consecutive bars of one symbol on one local date (the smallest
+    of equally common ones); of one symbol on any dates when no date has two bars."""
     if len(sorted_stamps) < 2:
         return DEFAULT_BAR_NS
-    gaps = np.diff(sorted_stamps)
-    same_symbol = sorted_codes[1:] == sorted_codes[:-1]
     days = sessions_module.local_days(sorted_stamps, timezone)
-    within = gaps[same_symbol & (days[1:] == days[:-1])]
+    within = _gaps_nb(sorted_codes, sorted_stamps, days, True)
     if len(within) == 0:
-        within = gaps[same_symbol]  # daily bars: one per date
+        within = _gaps_nb(sorted_codes, sorted_stamps, days, False)  # daily bars
     if len(within) == 0:
         return DEFAULT_BAR_NS
-    values, counts = np.unique(within, return_counts=True)
-    return int(values[np.argmax(counts)])
+    # Counting by hash, not by sorting: 10M gaps sort in ~1 s, hash in a fraction of that.
+    counts = pd.Series(within).value_counts(sort=False)
+    return int(counts.index[(counts == counts.max()).to_numpy()].min())
+
+
+@njit(cache=True, nogil=True)
+def _gaps_nb(codes: np.ndarray, stamps: np.ndarray, days: np.ndarray,
+             same_day: bool) -> np.ndarray:
+    """Gaps between consecutive stamps of the same symbol (and, with `same_day`, the same
+    local day), in order."""
+    out = np.empty(max(0, len(stamps) - 1), dtype=np.int64)
+    n = 0
+    for i in range(1, len(stamps)):
+        if codes[i] == codes[i - 1] and (not same_day or days[i] == days[i - 1]):
+            out[n] = stamps[i] - stamps[i - 1]
+            n += 1
+    return out[:n]
 
 
 def _sessions_for(stamps: np.ndarray, selection: _Selection, bar_ns: int):
