@@ -842,8 +842,9 @@ def _assemble(
     del parts[:]  # the caller's list: the parts' arrays now live in `data`
     if len(data.codes) < 2 or bool((data.codes[1:] >= data.codes[:-1]).all()):
         # Already grouped by symbol (one file per symbol, or a long file sorted by symbol):
-        # the identity order, without copying every column.
-        order = np.arange(len(data.codes))
+        # the identity order (None: built only if an error message needs it), without copying
+        # every column.
+        order = None
         sorted_codes, sorted_stamps = data.codes, data.timestamp
         in_order = True
     else:
@@ -989,6 +990,7 @@ def _check_order(data, order, sorted_codes, sorted_stamps, names, timezone) -> N
     bad = same_symbol & (sorted_stamps[1:] <= sorted_stamps[:-1])
     if not bad.any():
         return
+    order = np.arange(len(sorted_codes)) if order is None else order
     later = order[1:][bad]
     pick = int(np.argmin(later))
     index, previous = int(later[pick]), int(order[:-1][bad][pick])
@@ -1019,9 +1021,26 @@ def _bar_interval(sorted_codes: np.ndarray, sorted_stamps: np.ndarray, timezone:
         within = _gaps_nb(sorted_codes, sorted_stamps, days, False)  # daily bars
     if len(within) == 0:
         return DEFAULT_BAR_NS
-    # Counting by hash, not by sorting: 10M gaps sort in ~1 s, hash in a fraction of that.
+    candidate, count = _majority_nb(within)
+    if 2 * count > len(within):
+        return int(candidate)   # more than half the gaps: the mode, with no tie possible
     counts = pd.Series(within).value_counts(sort=False)
     return int(counts.index[(counts == counts.max()).to_numpy()].min())
+
+
+@njit(cache=True, nogil=True)
+def _majority_nb(values: np.ndarray) -> tuple[int, int]:
+    """Boyer-Moore vote over non-empty `values`: the value held by more than half of them if
+    there is one (else any value), and how many hold it."""
+    candidate, votes = values[0], 0
+    for value in values:
+        if votes == 0:
+            candidate = value
+        votes += 1 if value == candidate else -1
+    count = 0
+    for value in values:
+        count += value == candidate
+    return candidate, count
 
 
 @njit(cache=True, nogil=True)
@@ -1060,6 +1079,7 @@ def _day_to_date(day: int) -> datetime.date:
 
 
 def _raise_outside(data, order, outside, stamps, table, selection, bar_ns, names, codes):
+    order = np.arange(len(codes)) if order is None else order
     pick = int(np.argmin(order[outside]))
     index = int(order[outside][pick])
     stamp = int(stamps[outside][pick])
