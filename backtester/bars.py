@@ -866,8 +866,9 @@ def _assemble(
     del parts[:]  # the caller's list: the parts' arrays now live in `data`
     if len(data.codes) < 2 or bool((data.codes[1:] >= data.codes[:-1]).all()):
         # Already grouped by symbol (one file per symbol, or a long file sorted by symbol):
-        # the identity order, without copying every column.
-        order = np.arange(len(data.codes))
+        # the identity order (None: built only if an error message needs it), without copying
+        # every column.
+        order = None
         sorted_codes, sorted_stamps = data.codes, data.timestamp
         in_order = True
     else:
@@ -921,7 +922,8 @@ def _assemble(
     if keep is not None:
         sorted_codes = sorted_codes[keep]
         columns = {name: array[keep] for name, array in columns.items()}
-    bounds = np.searchsorted(sorted_codes, np.arange(len(names) + 1))
+    # Searching with the codes' own dtype: an int64 needle would convert all of them first.
+    bounds = np.searchsorted(sorted_codes, np.arange(len(names) + 1, dtype=sorted_codes.dtype))
     bars: dict[str, SymbolBars] = {}
     for code, name in enumerate(names):
         low, high = bounds[code], bounds[code + 1]
@@ -1019,6 +1021,7 @@ def _check_order(data, order, sorted_codes, sorted_stamps, names, timezone) -> N
     bad = same_symbol & (sorted_stamps[1:] <= sorted_stamps[:-1])
     if not bad.any():
         return
+    order = np.arange(len(sorted_codes)) if order is None else order
     later = order[1:][bad]
     pick = int(np.argmin(later))
     index, previous = int(later[pick]), int(order[:-1][bad][pick])
@@ -1039,19 +1042,50 @@ def _check_order(data, order, sorted_codes, sorted_stamps, names, timezone) -> N
 
 
 def _bar_interval(sorted_codes: np.ndarray, sorted_stamps: np.ndarray, timezone: str) -> int:
-    """Most common spacing of consecutive bars of one symbol on one local date."""
+    """Most common spacing of consecutive bars of one symbol on one local date (the smallest
+    of equally common ones); of one symbol on any dates when no date has two bars."""
     if len(sorted_stamps) < 2:
         return DEFAULT_BAR_NS
-    gaps = np.diff(sorted_stamps)
-    same_symbol = sorted_codes[1:] == sorted_codes[:-1]
     days = sessions_module.local_days(sorted_stamps, timezone)
-    within = gaps[same_symbol & (days[1:] == days[:-1])]
+    within = _gaps_nb(sorted_codes, sorted_stamps, days, True)
     if len(within) == 0:
-        within = gaps[same_symbol]  # daily bars: one per date
+        within = _gaps_nb(sorted_codes, sorted_stamps, days, False)  # daily bars
     if len(within) == 0:
         return DEFAULT_BAR_NS
-    values, counts = np.unique(within, return_counts=True)
-    return int(values[np.argmax(counts)])
+    candidate, count = _majority_nb(within)
+    if 2 * count > len(within):
+        return int(candidate)   # more than half the gaps: the mode, with no tie possible
+    counts = pd.Series(within).value_counts(sort=False)
+    return int(counts.index[(counts == counts.max()).to_numpy()].min())
+
+
+@njit(cache=True, nogil=True)
+def _majority_nb(values: np.ndarray) -> tuple[int, int]:
+    """Boyer-Moore vote over non-empty `values`: the value held by more than half of them if
+    there is one (else any value), and how many hold it."""
+    candidate, votes = values[0], 0
+    for value in values:
+        if votes == 0:
+            candidate = value
+        votes += 1 if value == candidate else -1
+    count = 0
+    for value in values:
+        count += value == candidate
+    return candidate, count
+
+
+@njit(cache=True, nogil=True)
+def _gaps_nb(codes: np.ndarray, stamps: np.ndarray, days: np.ndarray,
+             same_day: bool) -> np.ndarray:
+    """Gaps between consecutive stamps of the same symbol (and, with `same_day`, the same
+    local day), in order."""
+    out = np.empty(max(0, len(stamps) - 1), dtype=np.int64)
+    n = 0
+    for i in range(1, len(stamps)):
+        if codes[i] == codes[i - 1] and (not same_day or days[i] == days[i - 1]):
+            out[n] = stamps[i] - stamps[i - 1]
+            n += 1
+    return out[:n]
 
 
 def _sessions_for(stamps: np.ndarray, selection: _Selection, bar_ns: int):
@@ -1101,6 +1135,7 @@ def _day_to_date(day: int) -> datetime.date:
 
 def _raise_outside(data, order, outside, file_stamps, table, selection, bar_ns, names, codes):
     """The first bar (in file order) outside every session, quoted as the file stamps it."""
+    order = np.arange(len(codes)) if order is None else order
     pick = int(np.argmin(order[outside]))
     index = int(order[outside][pick])
     stamp = int(file_stamps[outside][pick])

@@ -445,3 +445,24 @@ def test_value_checks_report_the_earliest_row_and_first_rule(seed, n, n_broken):
     with pytest.raises(DataError) as caught:
         bars.from_frame(frame, timezone=NEW_YORK)
     assert (caught.value.row, caught.value.column) == (expected[0] + 1, expected[1])
+
+
+@settings(deadline=None, max_examples=60)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), daily=st.booleans())
+def test_bar_interval_is_the_most_common_gap_within_a_day_smallest_on_ties(seed, n, daily):
+    rng = np.random.default_rng(seed)
+    codes = np.sort(rng.integers(0, 3, n)).astype(np.int32)
+    step = 86_400 * 10**9 if daily else MINUTE_NS
+    gaps = rng.choice([1, 1, 2, 5, 600, 1440], n) * step
+    stamps = pd.Timestamp("2024-03-08 14:30", tz="UTC").value + np.cumsum(gaps)
+    days = bars.sessions_module.local_days(stamps, NEW_YORK)
+    same_symbol = codes[1:] == codes[:-1]
+    within = np.diff(stamps)[same_symbol & (days[1:] == days[:-1])]
+    if len(within) == 0:
+        within = np.diff(stamps)[same_symbol]
+    if len(within) == 0:
+        expected = bars.DEFAULT_BAR_NS
+    else:
+        values, counts = np.unique(within, return_counts=True)
+        expected = int(values[np.argmax(counts)])
+    assert bars._bar_interval(codes, stamps.astype(np.int64), NEW_YORK) == expected
