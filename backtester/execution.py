@@ -29,6 +29,7 @@ Engines are looked up by name in `ENGINES`; adding one is one `register_engine` 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -224,6 +225,8 @@ def die_with_parent(parent_pid: int) -> None:
         return
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # A worker forked inside `_signals_deferred` inherits its mask: take the signals again.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     watched = os.getppid()
     if watched != parent_pid and _gone(parent_pid):
         os._exit(1)   # the run ended before this worker started
@@ -524,7 +527,8 @@ class ProcessPoolEngine(Engine):
         if self.uses_threads:
             return 0.0
         began = time.perf_counter()
-        futures = [self._pool().submit(warm_up, warm_task) for _ in range(self.n_jobs)]
+        with _signals_deferred():    # the first submit forks every worker
+            futures = [self._pool().submit(warm_up, warm_task) for _ in range(self.n_jobs)]
         self._unfinished = True
         for future in as_completed(futures):
             future.result()
@@ -536,7 +540,8 @@ class ProcessPoolEngine(Engine):
             for task in tasks:
                 yield run_task(*task)
             return
-        futures = [self._pool().submit(run_task, *task) for task in tasks]
+        with _signals_deferred():
+            futures = [self._pool().submit(run_task, *task) for task in tasks]
         self._unfinished = True
         for future in as_completed(futures):
             yield future.result()
@@ -557,6 +562,27 @@ class ProcessPoolEngine(Engine):
                 process.terminate()
         for process in processes:
             process.join(timeout=5)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (main thread only; threads started inside
+    inherit the mask).
+
+    The CLI turns both into exceptions. Raised while `os.fork` runs the interpreter's at-fork
+    hooks, such an exception is swallowed half-way through a hook ("Exception ignored in
+    _releaseLock") and leaves `logging`'s module lock held, so the run hangs at its next log
+    call instead of stopping. Deferred, the signal is delivered when the block ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def outer_joblib_config() -> dict | None:
