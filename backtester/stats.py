@@ -6,7 +6,9 @@ prints it. Both are pure functions of their arguments.
 
 Definitions (also printed at the end of `summary.md`)
 -----------------------------------------------------
-- Fires by hour and weekday are in the exchange time zone (`timezone`).
+- Fires by hour are in the exchange time zone (`timezone`); fires by weekday count the
+  weekday of the trading day (the session, see below), so under ``24/5`` a fire at Sunday 18:00
+  New York is Monday's.
 - Forward horizons use only complete rows (``complete_L``); the hit rate is the share of
   positive returns. The 95% intervals are opt-in (``stats: {bootstrap: 2000}`` in the config;
   `n_resamples` here, 0 = off, the default, and the intervals are None): percentile bootstraps
@@ -39,7 +41,12 @@ Definitions (also printed at the end of `summary.md`)
   magnifies noise. Sharpe = mean / std (ddof 1) of daily returns x sqrt(periods); Sortino =
   mean / downside deviation (root mean square of negative daily returns over all days) x
   sqrt(periods); risk-free rate 0. Daily returns are the account's equity from one trading day's
-  last bar to the next's; sessions of the period without bars count as 0.
+  last bar to the next's; sessions of the period without bars count as 0. The trading day is
+  the session each bar carries, never the calendar date: under ``24/5`` (and ``us_futures``,
+  or ``data.day_starts: "17:00"``) it rolls at 17:00 New York, so Monday 16:00 and Monday 18:00
+  are different days and Monday 18:00 and Tuesday 09:00 the same. Without bars, times take the
+  session of `sessions` (the bars' table) open last at or before them, and only with neither
+  the local calendar date.
 - Exposure: the time-weighted (per bar of the grid) share of the account's equity held in open
   positions, between 0 and 1.
 - By symbol: per traded symbol, its trades and its sleeves' account (equal capital per alert).
@@ -80,7 +87,7 @@ def compute_stats(alerts: pd.DataFrame, trades: pd.DataFrame, forward: pd.DataFr
                   n_bars: int | None = None, n_resamples: int = 0, bars=None,
                   sides: Mapping[str, float] | None = None,
                   periods: tuple[float, str] | None = None,
-                  account: Account | None = None) -> dict:
+                  account: Account | None = None, sessions=None) -> dict:
     """Statistics overall and per alert, as ``{"overall": {...}, "alerts": {name: {...}},
     "by_symbol": {...}, "benchmark": {...} | None, "definitions": {...}}``.
 
@@ -94,20 +101,26 @@ def compute_stats(alerts: pd.DataFrame, trades: pd.DataFrame, forward: pd.DataFr
     and gives the benchmark; without it the account is valued at entries and exits only.
     `sides` maps each alert with a trade to +1 (long) or -1 (short); `periods` is
     ``(periods_per_year, where it came from)`` (default: `periods_per_year` of `bars`'
-    calendar, 252 without bars); `account` a `build_account` result to reuse. See the module
+    calendar, 252 without bars); `account` a `build_account` result to reuse; `sessions` the
+    `SessionTable` that names trading days (default: `bars`' own; without either, trading days
+    are local calendar dates). See the module
     docstring for each definition. For example ``compute_stats(alerts, trades, forward,
     horizons, timezone="America/New_York", **data_period(bars), bars=bars,
     n_bars=bars.n_bars)["overall"]["trades"]["win_rate"]``.
     """
     labels = [h.label for h in horizons]
+    if sessions is None and bars is not None:
+        sessions = bars.sessions
     alerts = _localised(alerts, "timestamp", timezone)
+    if not alerts.empty and "timestamp" in alerts:
+        alerts["_weekday"] = _trading_weekday(alerts["timestamp"], sessions)
     trades = _localised(trades, "exit_time", timezone)
     span_start, span_end = (None if t is None else _stamp(t, timezone) for t in (start, end))
     days = None if trading_days is None else int(trading_days)
     if periods is None:
-        periods = periods_per_year(None if bars is None else bars.sessions)
+        periods = periods_per_year(sessions)
     if account is None:
-        account = build_account(trades, bars, sides)
+        account = build_account(trades, bars, sides, sessions)
     context = {"labels": labels, "seed": seed, "n_bars": n_bars, "days": days,
                "span": (span_start, span_end), "n_resamples": n_resamples,
                "periods": periods[0], "account": account}
@@ -257,7 +270,7 @@ def render_markdown(stats: dict, *, title: str) -> str:
                       "|" + " ---: |" * len(hours),
                       "| " + " | ".join(str(v) for v in hours.values()) + " |"]
             days = block["fires_by_weekday"]
-            lines += ["", "Fires by weekday:", "", "| " + " | ".join(days) + " |",
+            lines += ["", "Fires by weekday (of the trading day):", "", "| " + " | ".join(days) + " |",
                       "|" + " ---: |" * len(days),
                       "| " + " | ".join(str(v) for v in days.values()) + " |"]
         if block["forward"]:
@@ -368,7 +381,8 @@ def _fires_by_hour(alerts: pd.DataFrame) -> dict:
 def _fires_by_weekday(alerts: pd.DataFrame) -> dict:
     if alerts.empty:
         return {}
-    counts = alerts["timestamp"].dt.day_of_week.value_counts()
+    weekday = alerts["_weekday"] if "_weekday" in alerts else alerts["timestamp"].dt.day_of_week
+    counts = weekday.value_counts()
     return {day: int(counts.get(i, 0)) for i, day in enumerate(_WEEKDAYS)
             if i < 5 or counts.get(i, 0)}
 
@@ -578,7 +592,7 @@ def _benchmark(bars, context: dict) -> dict | None:
     symbols = [s for s in bars.symbols if len(bars.bars[s])]
     if not symbols:
         return None
-    grid = np.unique(np.concatenate([bars.bars[s].timestamp for s in symbols]))
+    grid, day = _bar_grid(bars, symbols)
     equity = np.zeros(len(grid))
     for symbol in symbols:
         b = bars.bars[symbol]
@@ -586,8 +600,7 @@ def _benchmark(bars, context: dict) -> dict | None:
         value = b.close / b.open[0]
         equity += np.where(at >= 0, value[np.maximum(at, 0)], 1.0)
     equity /= len(symbols)
-    figures = _curve_figures(equity, equity, bars.sessions.locate(grid).astype(np.int64),
-                             context, marked=True)
+    figures = _curve_figures(equity, equity, day, context, marked=True)
     figures["convention"] = "buy and hold, equal capital per symbol, from each first open"
     return figures
 
@@ -608,7 +621,8 @@ class Account:
 
     `timestamp` is the time grid (UTC ns, increasing): every bar's time over all symbols when
     the equity is marked to market from bars, else the trades' entry and exit times. `day` gives
-    each grid point's trading day (session index, or local date without bars). `equity` and
+    each grid point's trading day (the session index the bars carry; without bars, the index in
+    the session table given, or the local date without one). `equity` and
     `invested` map an alert name, and `OVERALL`, to the account's equity (starting at 1.0) and
     the value of its open positions at each grid point. `symbols` holds, per traded symbol,
     ``(timestamp, equity, invested)`` of that symbol's sleeves (equal capital per alert) on the
@@ -646,10 +660,14 @@ class Account:
                              "drawdown": drawdown, "exposure": exposure})
 
 
-def build_account(trades: pd.DataFrame, bars=None, sides: Mapping[str, float] | None = None
-                  ) -> Account:
+def build_account(trades: pd.DataFrame, bars=None, sides: Mapping[str, float] | None = None,
+                  sessions=None) -> Account:
     """The account of `trades` (the run's taken trades), marked to market at every bar close
     of `bars` (a `BarSet`) when given, else valued only at entries and exits.
+
+    Its trading days (`Account.day`) are the sessions the bars carry; without bars, those of
+    `sessions` (a `SessionTable`: each time takes the last session opened at or before it), and
+    only without either the local calendar dates of the trades' time zone.
 
     Each alert that trades (`sides`' keys: alert name -> +1 long / -1 short; by default the
     alerts in `trades`, sides read off their returns) gets equal capital, split equally over the
@@ -666,8 +684,7 @@ def build_account(trades: pd.DataFrame, bars=None, sides: Mapping[str, float] | 
         symbols = list(bars.symbols)
         times = {s: bars.bars[s].timestamp for s in symbols}
         closes = {s: bars.bars[s].close for s in symbols}
-        grid = np.unique(np.concatenate([t for t in times.values()]))
-        day = bars.sessions.locate(grid).astype(np.int64)
+        grid, day = _bar_grid(bars, symbols)
         marked = True
     else:
         symbols = sorted(trades["symbol"].unique().tolist()) if has_trades else []
@@ -680,7 +697,9 @@ def build_account(trades: pd.DataFrame, bars=None, sides: Mapping[str, float] | 
             closes[symbol] = np.full(len(times[symbol]), np.nan)
         grid = np.unique(np.concatenate([np.zeros(0, np.int64), *times.values()]))
         day = np.zeros(len(grid), np.int64)
-        if len(grid) and has_trades:
+        if len(grid) and sessions is not None and len(sessions):
+            day = _session_at(sessions, grid)
+        elif len(grid) and has_trades:
             zone = trades["exit_time"].dt.tz
             local = pd.DatetimeIndex(grid.view("datetime64[ns]"), tz="UTC")
             local = local.tz_convert(zone).tz_localize(None) if zone is not None else local
@@ -733,6 +752,37 @@ def build_account(trades: pd.DataFrame, bars=None, sides: Mapping[str, float] | 
                    for s, (t, e, i) in per_symbol.items()}
     return Account(timestamp=grid, day=day, equity=equity, invested=invested,
                    symbols=symbols_out, marked=marked)
+
+
+def _bar_grid(bars, symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every bar time of `symbols` (UTC ns, increasing, each once) and its trading day: the
+    session index the bars carry (`SymbolBars.session`), so a ``24/5`` bar at 17:00 New York
+    is the next day's and a daily bar stamped at midnight is its session's."""
+    stamps = np.concatenate([np.zeros(0, np.int64), *(bars.bars[s].timestamp for s in symbols)])
+    days = np.concatenate([np.zeros(0, np.int32), *(bars.bars[s].session for s in symbols)])
+    grid, first = np.unique(stamps, return_index=True)
+    return grid, days[first].astype(np.int64)
+
+
+def _session_at(sessions, timestamp_ns: np.ndarray) -> np.ndarray:
+    """Index of the last session of `sessions` opened at or before each UTC-ns time (-1
+    before the first): the session itself for a time inside one, the one just ended for a time
+    after its close."""
+    return np.searchsorted(np.asarray(sessions.open_ns, np.int64),
+                           np.asarray(timestamp_ns, np.int64), side="right").astype(np.int64) - 1
+
+
+def _trading_weekday(times: pd.Series, sessions) -> np.ndarray:
+    """Weekday (Monday 0) of each time's trading day: its session's date in `sessions`,
+    the local date where there is no table or the time precedes its first session."""
+    weekday = times.dt.day_of_week.to_numpy(np.int64)
+    if sessions is None or not len(sessions) or not len(times):
+        return weekday
+    at = _session_at(sessions, _ns(times))
+    known = at >= 0
+    dates = np.asarray(sessions.dates, "datetime64[D]").astype(np.int64)
+    weekday[known] = (dates[at[known]] + 3) % 7   # 1970-01-01 was a Thursday
+    return weekday
 
 
 def _ns(times: pd.Series) -> np.ndarray:

@@ -328,3 +328,48 @@ def test_longest_losing_streak_counts_consecutive_losses():
     assert _longest_run(np.array([], bool)) == 0
     assert _longest_run(np.array([False, False])) == 0
     assert _longest_run(np.array([True, False, True, True, True, False, True, True])) == 3
+
+
+# ---- by symbol and the benchmark, by hand -----------------------------------------------------
+
+def two_symbol_day():
+    """XNYS 30-minute bars of one session (09:30 to 15:30, 13 bars) for AAA and BBB."""
+    stamps = pd.date_range("2024-01-02 09:30", "2024-01-02 15:30", freq="30min", tz=TZ)
+    aaa = np.array([100, 96, 90, 99, 110, 110, 105, 110, 110, 110, 110, 110, 120.0])
+    bbb = np.array([50, 50, 51, 52, 50, 45, 50, 55, 55, 55, 55, 55, 55.0])
+    frames = []
+    for symbol, close in (("AAA", aaa), ("BBB", bbb)):
+        opens = np.r_[close[0], close[:-1]]
+        frames.append(pd.DataFrame({"timestamp": stamps, "symbol": symbol, "open": opens,
+                                    "high": np.maximum(opens, close) + 1,
+                                    "low": np.minimum(opens, close) - 1, "close": close,
+                                    "volume": 10.0}))
+    return stamps, aaa, bbb, from_frame(pd.concat(frames, ignore_index=True), timezone=TZ)
+
+
+def test_benchmark_and_by_symbol_blocks_match_a_hand_computed_account():
+    stamps, aaa, bbb, bars = two_symbol_day()
+    # One long trade in AAA: filled at 99 (bar 3's close), out at 110 (bar 4's close).
+    trades = pd.DataFrame({
+        "alert": "x", "symbol": "AAA", "signal_time": stamps[[2]], "entry_time": stamps[[3]],
+        "entry_price": 99.0, "exit_time": stamps[[4]], "exit_price": 110.0, "reason": "time",
+        "bars_held": 2, "return": 110 / 99 - 1, "gross_return": 110 / 99 - 1, "mfe": 0.0,
+        "mae": 0.0, "both_touched": False})
+    s = compute_stats(pd.DataFrame(), trades, pd.DataFrame(), (), timezone=TZ,
+                      **data_period(bars), bars=bars, n_bars=bars.n_bars, sides={"x": 1})
+    # The AAA sleeve gains 110/99 - 1 = 11.1%; the account, half in the idle BBB sleeve, half
+    # of that. The AAA sleeve alone holds 2 of the 13 bars (entry and exit bar).
+    assert s["by_symbol"]["AAA"]["total_return"] == pytest.approx(110 / 99 - 1, rel=1e-12)
+    assert s["by_symbol"]["AAA"]["exposure"] == pytest.approx(2 / 13)
+    assert s["by_symbol"]["AAA"]["max_drawdown"] == 0.0
+    assert s["overall"]["trades"]["total_return"] == pytest.approx((110 / 99 - 1) / 2)
+    # Buy and hold, equal capital, each bought at its first open (100 and 50), marked at closes.
+    hold = (aaa / 100 + bbb / 50) / 2
+    b = s["benchmark"]
+    assert b["total_return"] == pytest.approx(hold[-1] - 1, rel=1e-12)   # (1.2 + 1.1) / 2 - 1
+    worst = min(0.0, (hold / np.maximum.accumulate(np.maximum(hold, 1.0)) - 1).min())
+    assert b["max_drawdown"] == pytest.approx(worst, rel=1e-12)
+    # Bar 2 falls to (0.90 + 1.02) / 2 = 0.96, but the worst is bar 4's peak (1.10 + 1.00) / 2
+    # = 1.05 to bar 5's (1.10 + 0.90) / 2 = 1.00: -4.76%.
+    assert b["max_drawdown"] == pytest.approx(1.00 / 1.05 - 1)
+    assert b["sharpe"] is None   # one trading day: no daily dispersion
