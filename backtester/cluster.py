@@ -198,13 +198,10 @@ def _tail(plan: Plan) -> _Tail:
         kinds.append(kind)
         level_values.append(value)
         level_slots.append(where)
-        flags.append((spec.side == "long", spec.entry == "close",
-                      spec.bracket_from == "signal_close", spec.stops_on_entry_bar,
-                      spec.session_close, spec.trail_after is not None,
-                      spec.exit_when is not None and alert.exit_rule is not None))
-        max_bars.append(spec.max_bars or 0)
-        c = spec.commission
-        costs.append((c.per_share, c.percent, c.minimum, spec.quantity))
+        flag, most, cost = trades.trade_codes(spec, alert.exit_rule is not None)
+        flags.append(flag)
+        max_bars.append(most)
+        costs.append(cost)
         exit_slots.append(slot(alert.exit_rule) if flags[-1][6] else -1)
     levels = len(trades.LEVEL_FIELDS)
     tail = _Tail(

@@ -823,6 +823,17 @@ def horizon_codes(horizons: Sequence[Horizon]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(kind, dtype=np.int64), np.array(value, dtype=np.int64)
 
 
+def trade_codes(spec: TradeSpec, has_exit: bool) -> tuple[tuple[bool, ...], int,
+                                                         tuple[float, ...]]:
+    """(flags, max_bars, costs) of `spec` for `simulate_many_nb` (see there); `has_exit` says
+    the exit rule's values are given."""
+    flags = (spec.side == "long", spec.entry == "close", spec.bracket_from == "signal_close",
+             spec.stops_on_entry_bar, spec.session_close, spec.trail_after is not None,
+             spec.exit_when is not None and has_exit)
+    c = spec.commission
+    return flags, spec.max_bars or 0, (c.per_share, c.percent, c.minimum, spec.quantity)
+
+
 def level_codes(spec: TradeSpec, atr_slot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kind, value, atr slot or -1) of `spec`'s five levels (`LEVEL_FIELDS` order) for
     `simulate_many_nb`; `atr_slot(period)` names the row holding ATR(period)."""

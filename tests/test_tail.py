@@ -122,13 +122,10 @@ def test_simulate_many_matches_simulate_per_alert(seed, n, specs, last_session_c
         kinds.append(kind)
         level_values.append(value)
         slots.append(slot)
-        flags.append((spec.side == "long", spec.entry == "close",
-                      spec.bracket_from == "signal_close", spec.stops_on_entry_bar,
-                      spec.session_close, spec.trail_after is not None,
-                      spec.exit_when is not None))
-        max_bars.append(spec.max_bars or 0)
-        c = spec.commission
-        costs.append((c.per_share, c.percent, c.minimum, spec.quantity))
+        flag, most, cost = trades.trade_codes(spec, has_exit=True)
+        flags.append(flag)
+        max_bars.append(most)
+        costs.append(cost)
         exit_slot.append(0 if spec.exit_when is not None else -1)
     columns, starts, uncovered = trades.simulate_many_nb(
         rows, offsets, np.array(t_alert, dtype=np.int64),
