@@ -152,6 +152,8 @@ class _Tail:
     h_value: np.ndarray
     h_offsets: np.ndarray                     # alert j's horizons: [offsets[j], offsets[j + 1])
     labels: tuple[str, ...]                   # per horizon
+    per_alert: tuple[tuple, ...]              # per alert: column indices, horizon indices with
+                                              # their four column names, trade index or -1
     t_alert: np.ndarray
     t_index: np.ndarray                       # per alert: its row in the trade arrays, or -1
     t_flags: np.ndarray
@@ -217,7 +219,12 @@ def _tail(plan: Plan) -> _Tail:
         level_kind=np.array(kinds, dtype=np.int64).reshape(-1, levels),
         level_value=np.array(level_values, dtype=np.float64).reshape(-1, levels),
         level_slot=np.array(level_slots, dtype=np.int64).reshape(-1, levels),
-        exit_slot=np.array(exit_slots, dtype=np.int64))
+        exit_slot=np.array(exit_slots, dtype=np.int64),
+        per_alert=tuple(
+            (tuple(range(column_offsets[j], column_offsets[j + 1])),
+             tuple((h, tuple(f"{kind}_{labels[h]}" for kind in ("ret", "mfe", "mae", "complete")))
+                   for h in range(h_offsets[j], h_offsets[j + 1])),
+             t_index[j]) for j in range(len(plan.alerts))))
     with _TAILS_LOCK:
         if len(_TAILS) >= 16:
             _TAILS.pop(next(iter(_TAILS)))
@@ -263,24 +270,27 @@ def _tail_events(plan: Plan, tail: _Tail, values: np.ndarray, rows: np.ndarray,
     row_at = rows + offset
     gathered = values[tail.column_slots[:, None], rows] if len(tail.column_slots) else None
     lo, hi = cluster.start - cluster.read_start, cluster.end - cluster.read_start
+    # Python ints from here on: slicing with NumPy scalars costs several times more.
+    bounds = offsets.tolist()
+    h_bounds = h_starts.tolist() if h_starts is not None else ()
+    t_bounds = t_starts.tolist() if t_starts is not None else ()
     events = []
     for j, alert in enumerate(plan.alerts):
-        a, b = offsets[j], offsets[j + 1]
+        a, b = bounds[j], bounds[j + 1]
+        column_rows, horizons, t = tail.per_alert[j]
         named = {"close": close_at[a:b]}
-        for c, (name, _) in enumerate(alert.columns, start=tail.column_offsets[j]):
+        for c, (name, _) in zip(column_rows, alert.columns):
             named[name] = gathered[c, a:b]
         forward = {}
-        for h in range(tail.h_offsets[j], tail.h_offsets[j + 1]):
-            s, e = h_starts[h], h_starts[h + 1]
-            label = tail.labels[h]
-            forward[f"ret_{label}"] = ret[s:e]
-            forward[f"mfe_{label}"] = mfe[s:e]
-            forward[f"mae_{label}"] = mae[s:e]
-            forward[f"complete_{label}"] = complete[s:e]
+        for h, (r_name, f_name, a_name, c_name) in horizons:
+            s, e = h_bounds[h], h_bounds[h + 1]
+            forward[r_name] = ret[s:e]
+            forward[f_name] = mfe[s:e]
+            forward[a_name] = mae[s:e]
+            forward[c_name] = complete[s:e]
         simulated = None
-        t = tail.t_index[j]
         if t >= 0:
-            s, e = t_starts[t], t_starts[t + 1]
+            s, e = t_bounds[t], t_bounds[t + 1]
             simulated = {name: column[s:e] for name, column in zip(_TRADE_COLUMNS, columns)}
         rearm_runs = _NO_RUNS
         if alert.rearm is not None:
