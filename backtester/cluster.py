@@ -13,6 +13,7 @@ and (when the alert has a `trade:` block) its trade simulated as if it were take
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -134,12 +135,171 @@ def run_cluster(plan: Plan, cluster: Cluster, bars: SymbolBars, sessions: Sessio
     lo, hi = cluster.start - cluster.read_start, cluster.end - cluster.read_start
     values, rows, offsets = fused.run(program, ctx, filters=filters, table=table, lo=lo, hi=hi,
                                       minute_of_day=minute)
-    slots = program.slots
-    events = tuple(_alert_events(alert, rows[offsets[j]:offsets[j + 1]],
-                                 lambda node: values[slots[node]], bars, cluster)
-                   for j, alert in enumerate(plan.alerts))
+    events = _tail_events(plan, _tail(plan), values, rows, offsets, bars, session, cluster)
     return ClusterResult(cluster=cluster, events=events,
                          seconds=time.perf_counter() - began, n_bars=cluster.n_bars)
+
+
+@dataclass(frozen=True, eq=False)
+class _Tail:
+    """A plan's per-alert outputs as kernel inputs (built once per plan, see `_tail`): the slots
+    of the reported columns, the forward horizons and the trade specs."""
+
+    column_slots: np.ndarray                  # int64, every alert's reported columns in order
+    column_offsets: np.ndarray                # alert j's columns: [offsets[j], offsets[j + 1])
+    h_alert: np.ndarray
+    h_kind: np.ndarray
+    h_value: np.ndarray
+    h_offsets: np.ndarray                     # alert j's horizons: [offsets[j], offsets[j + 1])
+    labels: tuple[str, ...]                   # per horizon
+    per_alert: tuple[tuple, ...]              # per alert: column indices, horizon indices with
+                                              # their four column names, trade index or -1
+    t_alert: np.ndarray
+    t_index: np.ndarray                       # per alert: its row in the trade arrays, or -1
+    t_flags: np.ndarray
+    t_max_bars: np.ndarray
+    t_costs: np.ndarray
+    level_kind: np.ndarray
+    level_value: np.ndarray
+    level_slot: np.ndarray
+    exit_slot: np.ndarray
+
+
+_TAILS: dict[int, tuple[Plan, _Tail]] = {}
+_TAILS_LOCK = threading.Lock()
+
+
+def _tail(plan: Plan) -> _Tail:
+    """The `_Tail` of `plan`, built on first use in each process and kept (a few plans)."""
+    hit = _TAILS.get(id(plan))
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    slot = plan.program.slot
+    column_slots, column_offsets = [], [0]
+    h_alert, h_kind, h_value, h_offsets, labels = [], [], [], [0], []
+    t_alert, t_index, flags, max_bars, costs = [], [], [], [], []
+    kinds, level_values, level_slots, exit_slots = [], [], [], []
+    for j, alert in enumerate(plan.alerts):
+        column_slots += [slot(node) for _, node in alert.columns]
+        column_offsets.append(len(column_slots))
+        horizons = alert.config.forward or ()
+        kind, value = trades.horizon_codes(horizons)
+        h_alert += [j] * len(horizons)
+        h_kind += kind.tolist()
+        h_value += value.tolist()
+        labels += [h.label for h in horizons]
+        h_offsets.append(len(h_alert))
+        spec = alert.config.trade
+        if spec is None:
+            t_index.append(-1)
+            continue
+        t_index.append(len(t_alert))
+        t_alert.append(j)
+        atr = dict(alert.atr)
+        kind, value, where = trades.level_codes(spec, lambda period, atr=atr: slot(atr[period]))
+        kinds.append(kind)
+        level_values.append(value)
+        level_slots.append(where)
+        flag, most, cost = trades.trade_codes(spec, alert.exit_rule is not None)
+        flags.append(flag)
+        max_bars.append(most)
+        costs.append(cost)
+        exit_slots.append(slot(alert.exit_rule) if flags[-1][6] else -1)
+    levels = len(trades.LEVEL_FIELDS)
+    tail = _Tail(
+        column_slots=np.array(column_slots, dtype=np.int64),
+        column_offsets=np.array(column_offsets, dtype=np.int64),
+        h_alert=np.array(h_alert, dtype=np.int64), h_kind=np.array(h_kind, dtype=np.int64),
+        h_value=np.array(h_value, dtype=np.int64), h_offsets=np.array(h_offsets, dtype=np.int64),
+        labels=tuple(labels), t_alert=np.array(t_alert, dtype=np.int64),
+        t_index=np.array(t_index, dtype=np.int64),
+        t_flags=np.array(flags, dtype=np.bool_).reshape(-1, 7),
+        t_max_bars=np.array(max_bars, dtype=np.int64),
+        t_costs=np.array(costs, dtype=np.float64).reshape(-1, 4),
+        level_kind=np.array(kinds, dtype=np.int64).reshape(-1, levels),
+        level_value=np.array(level_values, dtype=np.float64).reshape(-1, levels),
+        level_slot=np.array(level_slots, dtype=np.int64).reshape(-1, levels),
+        exit_slot=np.array(exit_slots, dtype=np.int64),
+        per_alert=tuple(
+            (tuple(range(column_offsets[j], column_offsets[j + 1])),
+             tuple((h, tuple(f"{kind}_{labels[h]}" for kind in ("ret", "mfe", "mae", "complete")))
+                   for h in range(h_offsets[j], h_offsets[j + 1])),
+             t_index[j]) for j in range(len(plan.alerts))))
+    with _TAILS_LOCK:
+        if len(_TAILS) >= 16:
+            _TAILS.pop(next(iter(_TAILS)))
+        _TAILS[id(plan)] = (plan, tail)
+    return tail
+
+
+_TRADE_COLUMNS = ("signal_idx", "entry_idx", "entry_price", "exit_idx", "exit_price", "reason",
+                  "bars_held", "gross_return", "net_return", "mfe", "mae", "both_touched")
+
+
+def _tail_events(plan: Plan, tail: _Tail, values: np.ndarray, rows: np.ndarray,
+                 offsets: np.ndarray, bars: SymbolBars, session: np.ndarray,
+                 cluster: Cluster) -> tuple[AlertEvents, ...]:
+    """Every alert's events from the compiled program's candidate `rows` (alert j's:
+    `rows[offsets[j]:offsets[j + 1]]`): the gathers, every forward horizon and every trade in
+    one GIL-free kernel call each; Python only slices the flat results per alert."""
+    offset = cluster.read_start
+    data_end, complete_session = cluster.data_end, cluster.last_session_complete
+    ret = mfe = mae = complete = h_starts = None
+    if len(tail.h_alert):
+        ret, mfe, mae, complete, h_starts = trades.forward_many_nb(
+            rows, offsets, tail.h_alert, tail.h_kind, tail.h_value, bars.timestamp, session,
+            bars.close, bars.high, bars.low, complete_session)
+        if not data_end and not complete.all():
+            h = int(np.searchsorted(h_starts, np.argmin(complete), side="right")) - 1
+            raise ValueError(f"forward_returns: the slice ends before horizon "
+                             f"{tail.labels[h]!r} although data_end=False")
+    columns = t_starts = None
+    if len(tail.t_alert):
+        columns, t_starts, uncovered = trades.simulate_many_nb(
+            rows, offsets, tail.t_alert, tail.t_flags, tail.t_max_bars, tail.t_costs,
+            tail.level_kind, tail.level_value, tail.level_slot, tail.exit_slot, values,
+            bars.open, bars.high, bars.low, bars.close, session, data_end, complete_session,
+            offset)
+        if uncovered >= 0:
+            raise ValueError(f"simulate: the slice ends before the horizon of the trade "
+                             f"signalled at bar {uncovered} although data_end=False "
+                             f"(look-ahead halo too short)")
+    close_at = bars.close[rows]
+    timestamp_at = bars.timestamp[rows]
+    session_at = session[rows]
+    row_at = rows + offset
+    gathered = values[tail.column_slots[:, None], rows] if len(tail.column_slots) else None
+    lo, hi = cluster.start - cluster.read_start, cluster.end - cluster.read_start
+    # Python ints from here on: slicing with NumPy scalars costs several times more.
+    bounds = offsets.tolist()
+    h_bounds = h_starts.tolist() if h_starts is not None else ()
+    t_bounds = t_starts.tolist() if t_starts is not None else ()
+    events = []
+    for j, alert in enumerate(plan.alerts):
+        a, b = bounds[j], bounds[j + 1]
+        column_rows, horizons, t = tail.per_alert[j]
+        named = {"close": close_at[a:b]}
+        for c, (name, _) in zip(column_rows, alert.columns):
+            named[name] = gathered[c, a:b]
+        forward = {}
+        for h, (r_name, f_name, a_name, c_name) in horizons:
+            s, e = h_bounds[h], h_bounds[h + 1]
+            forward[r_name] = ret[s:e]
+            forward[f_name] = mfe[s:e]
+            forward[a_name] = mae[s:e]
+            forward[c_name] = complete[s:e]
+        simulated = None
+        if t >= 0:
+            s, e = t_bounds[t], t_bounds[t + 1]
+            simulated = {name: column[s:e] for name, column in zip(_TRADE_COLUMNS, columns)}
+        rearm_runs = _NO_RUNS
+        if alert.rearm is not None:
+            rearm = values[plan.program.slot(alert.rearm)]
+            rearm_runs = _true_runs(expr.is_true(rearm[lo:hi]), bars.timestamp[lo:hi])
+        events.append(AlertEvents(alert=alert.index, row=row_at[a:b], timestamp=timestamp_at[a:b],
+                                  session=session_at[a:b], values=named, forward=forward,
+                                  trades=simulated, rearm_runs=rearm_runs))
+    return tuple(events)
 
 
 def _alert_events(alert: AlertPlan, local: np.ndarray, value_of, bars: SymbolBars,

@@ -380,15 +380,23 @@ def fill_leaves(program: Program, ctx: expr.Context, values: np.ndarray) -> None
         for slot, node in program.leaves:
             values[slot] = expr._eval(node, ctx, cache)
         return
+    inputs: dict[str, np.ndarray] = {}   # each input array converted once per cluster
+
+    def read(name: str) -> np.ndarray:
+        hit = inputs.get(name)
+        if hit is None:
+            hit = inputs[name] = np.ascontiguousarray(
+                ctx.array(name), dtype=np.int64 if name in indicators.INTEGER_FIELDS
+                else np.float64)
+        return hit
+
     for leaf in program.indicators:
         spec = indicators.REGISTRY[leaf.name]
-        arrays = [np.ascontiguousarray(ctx.array(f), dtype=np.int64 if f in
-                                       indicators.INTEGER_FIELDS else np.float64)
-                  for f in spec.inputs]
+        arrays = [read(f) for f in spec.inputs]
         if leaf.source is not None:
             # A field as the source (`highest(high, 30)`): `expr` does not vouch for a source
             # being finite, so neither do we; `compute` applies the NaN policy.
-            arrays[0] = np.ascontiguousarray(ctx.field(leaf.source), dtype=np.float64)
+            arrays[0] = read(leaf.source)
             known = [False] + [True] * (len(arrays) - 1)
             wanted = [output for _, output in leaf.slots] if spec.outputs else None
             result = indicators.compute(leaf.name, *arrays, known_finite=known,
@@ -411,7 +419,10 @@ def fill_leaves(program: Program, ctx: expr.Context, values: np.ndarray) -> None
             values[slot] = named[output]
     cache = {}
     for slot, node in program.others:
-        values[slot] = expr._eval(node, ctx, cache)
+        if isinstance(node, expr.Field):   # a bar field: copied as is, no trip through `expr`
+            values[slot] = read(node.name)
+        else:
+            values[slot] = expr._eval(node, ctx, cache)
 
 
 def run(program: Program, ctx: expr.Context, *, session_open: np.ndarray | None = None,

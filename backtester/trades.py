@@ -800,3 +800,210 @@ def _select_non_overlapping_nb(signal_time, exit_time, group):
             taken[i] = True
             busy_until = exit_time[i]
     return taken
+
+
+# ---------------------------------------------------------------------------------------------
+# Every alert of a cluster in one call
+# ---------------------------------------------------------------------------------------------
+# `forward_returns` and `simulate` take one alert's signals at a time, with a few NumPy calls
+# each: per cluster and alert that is Python holding the GIL. A cluster's candidate rows come
+# from one kernel as one sorted array per alert (`rows[offsets[j]:offsets[j + 1]]`), so the
+# kernels below take them all at once and return flat columns, one block per (alert, horizon) or
+# per trading alert, with the same values bit for bit (tests/test_tail.py).
+
+HORIZON_BARS, HORIZON_DURATION, HORIZON_EOD = 0, 1, 2
+LEVEL_FIELDS = ("take_profit", "stop_loss", "trailing_stop", "trail_after", "slippage")
+
+
+def horizon_codes(horizons: Sequence[Horizon]) -> tuple[np.ndarray, np.ndarray]:
+    """(kind, value) per horizon for `forward_many_nb`: bars, a duration in ns, or eod."""
+    kind = [HORIZON_BARS if h.bars is not None else
+            HORIZON_DURATION if h.duration_ns is not None else HORIZON_EOD for h in horizons]
+    value = [h.bars if h.bars is not None else h.duration_ns or 0 for h in horizons]
+    return np.array(kind, dtype=np.int64), np.array(value, dtype=np.int64)
+
+
+def trade_codes(spec: TradeSpec, has_exit: bool) -> tuple[tuple[bool, ...], int,
+                                                         tuple[float, ...]]:
+    """(flags, max_bars, costs) of `spec` for `simulate_many_nb` (see there); `has_exit` says
+    the exit rule's values are given."""
+    flags = (spec.side == "long", spec.entry == "close", spec.bracket_from == "signal_close",
+             spec.stops_on_entry_bar, spec.session_close, spec.trail_after is not None,
+             spec.exit_when is not None and has_exit)
+    c = spec.commission
+    return flags, spec.max_bars or 0, (c.per_share, c.percent, c.minimum, spec.quantity)
+
+
+def level_codes(spec: TradeSpec, atr_slot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kind, value, atr slot or -1) of `spec`'s five levels (`LEVEL_FIELDS` order) for
+    `simulate_many_nb`; `atr_slot(period)` names the row holding ATR(period)."""
+    kind = np.zeros(len(LEVEL_FIELDS), dtype=np.int64)
+    value = np.zeros(len(LEVEL_FIELDS), dtype=np.float64)
+    slot = np.full(len(LEVEL_FIELDS), -1, dtype=np.int64)
+    for i, name in enumerate(LEVEL_FIELDS):
+        level = getattr(spec, name)
+        if level is None:
+            continue
+        kind[i] = _RELATIVE if level.kind == "percent" else _ABSOLUTE
+        value[i] = level.value
+        if level.kind == "atr":
+            slot[i] = atr_slot(level.atr_period)
+    return kind, value, slot
+
+
+@njit(cache=True, nogil=True)
+def _search_right_nb(a, x):
+    """`np.searchsorted(a, x, side="right")` for a sorted int64 `a`."""
+    lo = 0
+    hi = len(a)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def forward_many_nb(rows, offsets, h_alert, h_kind, h_value, timestamp, session, close, high,
+                    low, last_session_complete):
+    """`forward_returns` of every horizon h (of alert ``h_alert[h]``, signals
+    ``rows[offsets[a]:offsets[a + 1]]``) in one call: ``ret``, ``mfe``, ``mae``, ``complete``
+    with horizon h's values in ``[starts[h], starts[h + 1])``."""
+    n_h = len(h_alert)
+    n = len(close)
+    starts = np.zeros(n_h + 1, dtype=np.int64)
+    for h in range(n_h):
+        a = h_alert[h]
+        starts[h + 1] = starts[h] + offsets[a + 1] - offsets[a]
+    total = starts[n_h]
+    ret = np.full(total, np.nan)
+    mfe = np.full(total, np.nan)
+    mae = np.full(total, np.nan)
+    complete = np.zeros(total, dtype=np.bool_)
+    for h in range(n_h):
+        a = h_alert[h]
+        kind = h_kind[h]
+        for k in range(offsets[a + 1] - offsets[a]):
+            s = rows[offsets[a] + k]
+            if kind == HORIZON_BARS:
+                end = s + h_value[h]
+                done = end < n
+            elif kind == HORIZON_DURATION:
+                after = _search_right_nb(timestamp, timestamp[s] + h_value[h])
+                end = after - 1
+                done = after < n
+            else:
+                after = _search_right_nb(session, session[s])
+                end = after - 1
+                done = after < n or last_session_complete
+            out = starts[h] + k
+            complete[out] = done
+            if not done:
+                continue
+            end = min(end, n - 1)
+            ref = close[s]
+            top = ref
+            bottom = ref
+            for j in range(s + 1, end + 1):
+                if high[j] > top:
+                    top = high[j]
+                if low[j] < bottom:
+                    bottom = low[j]
+            ret[out] = close[end] / ref - 1.0
+            mfe[out] = top / ref - 1.0
+            mae[out] = bottom / ref - 1.0
+    return ret, mfe, mae, complete, starts
+
+
+@njit(cache=True, nogil=True)
+def simulate_many_nb(rows, offsets, t_alert, t_flags, t_max_bars, t_costs, level_kind,
+                     level_value, level_slot, exit_slot, values, open_, high, low, close, session,
+                     data_end, last_session_complete, row_offset):
+    """`simulate` for every trading alert t (of alert ``t_alert[t]``) in one call, keeping the
+    trades that enter: twelve flat columns (signal, entry and exit rows plus `row_offset`, then
+    `simulate`'s), trade t's in ``[starts[t], starts[t + 1])``, and the first signal row whose
+    horizon the slice does not cover (-1: none; `data_end` False only).
+
+    ``t_flags[t]``: long, entry on close, bracket from signal close, stops on entry bar,
+    session close, trail_after set, exit_when set; ``t_costs[t]``: per share, percent, minimum,
+    quantity; levels as `level_codes`; ``exit_slot[t]`` the row of `values` holding the exit
+    rule (-1: none); ATR levels read ``values[level_slot]`` at the signal bar."""
+    n = len(close)
+    n_t = len(t_alert)
+    capacity = 0
+    for t in range(n_t):
+        a = t_alert[t]
+        capacity += offsets[a + 1] - offsets[a]
+    signal_out = np.empty(capacity, dtype=np.int64)
+    entry_idx = np.empty(capacity, dtype=np.int64)
+    entry_price = np.empty(capacity)
+    exit_idx = np.empty(capacity, dtype=np.int64)
+    exit_price = np.empty(capacity)
+    reason = np.empty(capacity, dtype=np.int8)
+    bars_held = np.empty(capacity, dtype=np.int64)
+    gross = np.empty(capacity)
+    net = np.empty(capacity)
+    mfe = np.empty(capacity)
+    mae = np.empty(capacity)
+    both = np.empty(capacity, dtype=np.bool_)
+    starts = np.zeros(n_t + 1, dtype=np.int64)
+    uncovered = -1
+    at = 0
+    no_exit = np.zeros(0, dtype=np.bool_)
+    for t in range(n_t):
+        a = t_alert[t]
+        signal_idx = rows[offsets[a]:offsets[a + 1]].copy()
+        m = len(signal_idx)
+        kinds = level_kind[t]
+        level_values = []
+        for i in range(5):
+            v = np.empty(m)
+            slot = level_slot[t, i]
+            for k in range(m):
+                v[k] = level_value[t, i] * values[slot, signal_idx[k]] if slot >= 0 \
+                    else level_value[t, i]
+            level_values.append(v)
+        use_exit = exit_slot[t] >= 0
+        exit_mask = no_exit
+        if use_exit:
+            exit_mask = values[exit_slot[t]] == 1.0
+        flags = t_flags[t]
+        entry_on_close = flags[1]
+        session_last = np.empty(m, dtype=np.int64)
+        for k in range(m):
+            e = signal_idx[k] if entry_on_close else min(signal_idx[k] + 1, n - 1)
+            last = _search_right_nb(session, session[e]) - 1
+            if data_end and not last_session_complete and last == n - 1:
+                last = -1
+            session_last[k] = last
+        costs = t_costs[t]
+        out = _simulate_nb(
+            signal_idx, open_, high, low, close, session_last, exit_mask, use_exit,
+            1.0 if flags[0] else -1.0, entry_on_close, flags[2], flags[3], t_max_bars[t],
+            flags[4], data_end, kinds[0], level_values[0], kinds[1], level_values[1],
+            kinds[2], level_values[2], kinds[3], level_values[3], flags[5], kinds[4],
+            level_values[4], costs[0], costs[1], costs[2], costs[3])
+        for k in range(m):
+            if out[4][k] == _NOT_COVERED and uncovered < 0:
+                uncovered = signal_idx[k]
+            if out[0][k] < 0:
+                continue
+            signal_out[at] = signal_idx[k] + row_offset
+            entry_idx[at] = out[0][k] + row_offset
+            entry_price[at] = out[1][k]
+            exit_idx[at] = out[2][k] + row_offset
+            exit_price[at] = out[3][k]
+            reason[at] = out[4][k]
+            bars_held[at] = out[5][k]
+            gross[at] = out[6][k]
+            net[at] = out[7][k]
+            mfe[at] = out[8][k]
+            mae[at] = out[9][k]
+            both[at] = out[10][k]
+            at += 1
+        starts[t + 1] = at
+    return ((signal_out[:at], entry_idx[:at], entry_price[:at], exit_idx[:at], exit_price[:at],
+             reason[:at], bars_held[:at], gross[:at], net[:at], mfe[:at], mae[:at], both[:at]),
+            starts, uncovered)
