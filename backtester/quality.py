@@ -1,0 +1,319 @@
+"""Data quality: what is odd in bars that passed validation, counted per symbol.
+
+Validation (`bars.py`) refuses bars that break a rule; this module counts what is legal but
+worth knowing before trusting a backtest, and can fill gaps. `assess(barset)` returns a
+`DataQuality` (``quality.json`` and a section of ``summary.md`` in a run's outputs,
+`RunResult.quality`); `fill_gaps(barset)` returns the bars with every gap filled. Everything is
+a function of its arguments (no I/O); the per-bar work is in `_nb` kernels, one pass each.
+
+The rules, per symbol:
+
+* **gap**: two consecutive bars of one session more than one bar interval apart; its
+  ``missing_bars`` are the bar slots strictly between them (``prev + k * bar_ns``) that lie in
+  the session and outside its break. Bars missing before a session's first bar or after its
+  last are not gaps (a late open or an early stop looks the same as a quiet symbol).
+* **flat stretch** (a halt): a run of at least `FLAT_MIN_BARS` consecutive bars of one session
+  with open = high = low = close, the same price throughout, and zero volume.
+* **outlier**: a bar whose log return from the previous bar of the same session (any previous
+  bar for bars of a day or longer) exceeds `OUTLIER_K` times the robust scale
+  ``1.4826 * median(|r|)`` of the previous `OUTLIER_WINDOW` such returns of the symbol (a
+  rolling median absolute deviation about zero; the bar itself is not in its window). No bar
+  is an outlier before `OUTLIER_MIN_RETURNS` returns are known or while the scale is zero.
+* **holiday bar**: a bar on a date that is no session of the exchange calendar. Under
+  ``calendar: none`` there are none by construction (the sessions are the bars' dates); under
+  an exchange calendar loading refuses them (``on_holiday_bars: error``) or drops them
+  (``drop``, counted here as ``holiday_bars_dropped``).
+
+For example::
+
+    >>> quality = assess(load_bars("data/sample/bars_1min.parquet", timezone="America/New_York"))
+    >>> quality.symbols["SYNA"].flat_stretches   # the sample's trading halts
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from .bars import BarSet, SymbolBars
+from .errors import DataError
+
+__all__ = ["DataQuality", "SymbolQuality", "assess", "check_no_gaps", "fill_gaps", "markdown"]
+
+FLAT_MIN_BARS = 5
+OUTLIER_K = 10.0
+OUTLIER_WINDOW = 100
+OUTLIER_MIN_RETURNS = 20
+_MAD_TO_SIGMA = 1.4826   # median |x| of a normal variable is 0.6745 sigma
+_SESSION_BAR_NS = 20 * 3_600_000_000_000   # `bars._SESSION_BAR_NS`: one bar per session
+
+RULES = {
+    "gap": "consecutive bars of one session more than one bar interval apart; missing_bars "
+           "counts the bar slots between them that lie in the session",
+    "flat_stretch": f"at least {FLAT_MIN_BARS} consecutive bars of one session with "
+                    "open = high = low = close at one price and zero volume",
+    "outlier": f"|log return| from the previous bar of the session above {OUTLIER_K:g} x "
+               f"{_MAD_TO_SIGMA} x median |log return| of the symbol's previous "
+               f"{OUTLIER_WINDOW} returns (at least {OUTLIER_MIN_RETURNS} known, scale > 0)",
+    "holiday_bar": "a bar on a date that is no session of the exchange calendar "
+                   "(none under calendar: none; dropped with data.on_holiday_bars: drop)",
+}
+
+
+@dataclass(frozen=True)
+class SymbolQuality:
+    """Counts for one symbol (see the module docstring for each rule)."""
+
+    bars: int
+    gaps: int
+    missing_bars: int
+    filled_bars: int
+    flat_stretches: int
+    flat_bars: int
+    outliers: int
+    holiday_bars_dropped: int
+    first_gap: str | None = None   # local open of the first missing bar, ISO
+
+
+@dataclass(frozen=True)
+class DataQuality:
+    """Per-symbol `SymbolQuality`, in symbol order, with the rules that produced them."""
+
+    symbols: Mapping[str, SymbolQuality]
+    bar_ns: int
+    on_gaps: str = "keep"
+
+    def totals(self) -> dict[str, int]:
+        """Each count summed over the symbols."""
+        return {f.name: sum(getattr(q, f.name) for q in self.symbols.values())
+                for f in fields(SymbolQuality) if f.type in ("int", int)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """``quality.json``'s content."""
+        return {
+            "rules": {**RULES, "bar_interval_seconds": self.bar_ns / 1e9,
+                      "on_gaps": self.on_gaps},
+            "totals": self.totals(),
+            "symbols": {name: {f.name: getattr(q, f.name) for f in fields(SymbolQuality)}
+                        for name, q in self.symbols.items()},
+        }
+
+
+def assess(barset: BarSet, *, on_gaps: str = "keep") -> DataQuality:
+    """Count gaps, flat stretches, outliers and dropped holiday bars of every symbol.
+
+    `on_gaps` is only recorded (``fill_gaps`` does the filling; `filled_bars` equals
+    `missing_bars` when it is ``"fill"``). Costs a few passes over the bars (a few ms per
+    million bars once the kernels are compiled).
+    """
+    table = barset.sessions
+    has_break = table.break_start_ns is not None
+    break_start = table.break_start_ns if has_break else table.close_ns
+    break_end = table.break_end_ns if has_break else table.close_ns
+    dropped = getattr(barset, "holiday_bars_dropped", None) or {}
+    one_per_session = barset.bar_ns >= _SESSION_BAR_NS
+    result = {}
+    for name, bars in barset.bars.items():
+        gaps, missing, first = _gaps_nb(bars.timestamp, bars.session, barset.bar_ns,
+                                        table.close_ns, break_start, break_end)
+        stretches, flat = _flat_stretches_nb(bars.open, bars.high, bars.low, bars.close,
+                                             bars.volume, bars.session, FLAT_MIN_BARS)
+        outliers = _outliers_nb(bars.close, bars.session, one_per_session, OUTLIER_K,
+                                OUTLIER_WINDOW, OUTLIER_MIN_RETURNS)
+        result[name] = SymbolQuality(
+            bars=len(bars), gaps=int(gaps), missing_bars=int(missing),
+            filled_bars=int(missing) if on_gaps == "fill" else 0,
+            flat_stretches=int(stretches), flat_bars=int(flat), outliers=int(outliers),
+            holiday_bars_dropped=int(dropped.get(name, 0)),
+            first_gap=_local_iso(first, barset.timezone) if first >= 0 else None,
+        )
+    return DataQuality(result, barset.bar_ns, on_gaps)
+
+
+def check_no_gaps(quality: DataQuality, source: str) -> None:
+    """Raise `DataError` naming the first symbol with a gap and its first missing bar
+    (``data.on_gaps: error``)."""
+    for name, q in quality.symbols.items():
+        if q.gaps:
+            raise DataError(source, f"{name} misses {q.missing_bars:,} bar(s) in {q.gaps:,} "
+                            f"gap(s) inside sessions, the first at {q.first_gap} (fill them "
+                            "with data.on_gaps: fill, or keep them with on_gaps: keep)")
+
+
+def fill_gaps(barset: BarSet) -> BarSet:
+    """`barset` with each gap's missing bars added: flat bars (open = high = low = close = the
+    previous bar's close) with zero volume, at the missing bar slots of the session (outside
+    its break). A symbol without gaps is returned as is (the same arrays)."""
+    table = barset.sessions
+    has_break = table.break_start_ns is not None
+    break_start = table.break_start_ns if has_break else table.close_ns
+    break_end = table.break_end_ns if has_break else table.close_ns
+    filled = {}
+    for name, bars in barset.bars.items():
+        _, missing, _ = _gaps_nb(bars.timestamp, bars.session, barset.bar_ns, table.close_ns,
+                                 break_start, break_end)
+        if missing == 0:
+            filled[name] = bars
+            continue
+        n = len(bars) + int(missing)
+        out = [np.empty(n, np.int64)] + [np.empty(n, np.float64) for _ in range(5)] + \
+              [np.empty(n, np.int32)]
+        _fill_nb(bars.timestamp, bars.open, bars.high, bars.low, bars.close, bars.volume,
+                 bars.session, barset.bar_ns, table.close_ns, break_start, break_end, *out)
+        filled[name] = SymbolBars(name, *out)
+    return BarSet(filled, table, barset.timezone, barset.bar_ns, barset.files,
+                  **_extra_fields(barset))
+
+
+def markdown(quality: DataQuality) -> str:
+    """The ``## Data quality`` section of ``summary.md``: one row per symbol."""
+    lines = ["## Data quality", "",
+             "| symbol | bars | gaps | missing bars | filled | flat stretches | flat bars "
+             "| outliers | holiday bars dropped |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, q in quality.symbols.items():
+        lines.append(f"| {name} | {q.bars:,} | {q.gaps:,} | {q.missing_bars:,} | "
+                     f"{q.filled_bars:,} | {q.flat_stretches:,} | {q.flat_bars:,} | "
+                     f"{q.outliers:,} | {q.holiday_bars_dropped:,} |")
+    lines += ["", f"Gaps are missing bars inside a session; flat stretches are runs of "
+              f"{FLAT_MIN_BARS}+ zero-volume bars at one price; outliers have a |log return| "
+              f"above {OUTLIER_K:g} rolling MADs ({OUTLIER_WINDOW} returns). Details and "
+              "rules: quality.json.", ""]
+    return "\n".join(lines)
+
+
+def _extra_fields(barset: BarSet) -> dict[str, Any]:
+    names = {f.name for f in fields(BarSet)} - {"bars", "sessions", "timezone", "bar_ns",
+                                                "files"}
+    return {name: getattr(barset, name) for name in names}
+
+
+def _local_iso(ns: int, timezone: str) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(int(ns), tz="UTC").tz_convert(timezone).isoformat()
+
+
+@njit(cache=True, nogil=True)
+def _in_session_nb(t, s, close_ns, break_start, break_end) -> bool:
+    return t < close_ns[s] and not (break_start[s] <= t < break_end[s])
+
+
+@njit(cache=True, nogil=True)
+def _gaps_nb(timestamp, session, bar_ns, close_ns, break_start, break_end):
+    """(gaps, missing bars, stamp of the first missing bar or -1) of one symbol: slots
+    ``prev + k * bar_ns`` strictly before the next bar of the same session that lie in it."""
+    gaps = 0
+    missing = 0
+    first = -1
+    for i in range(1, len(timestamp)):
+        if session[i] != session[i - 1] or timestamp[i] - timestamp[i - 1] <= bar_ns:
+            continue
+        s = session[i]
+        here = 0
+        t = timestamp[i - 1] + bar_ns
+        while t < timestamp[i]:
+            if _in_session_nb(t, s, close_ns, break_start, break_end):
+                if here == 0 and first < 0:
+                    first = t
+                here += 1
+            t += bar_ns
+        if here:
+            gaps += 1
+            missing += here
+    return gaps, missing, first
+
+
+@njit(cache=True, nogil=True)
+def _fill_nb(timestamp, open_, high, low, close, volume, session, bar_ns, close_ns,
+             break_start, break_end, out_t, out_o, out_h, out_l, out_c, out_v, out_s):
+    """Copy the bars into the `out_*` arrays, adding a flat zero-volume bar at the previous
+    close for every slot `_gaps_nb` counts as missing."""
+    j = 0
+    for i in range(len(timestamp)):
+        if i > 0 and session[i] == session[i - 1]:
+            s = session[i]
+            t = timestamp[i - 1] + bar_ns
+            price = close[i - 1]
+            while t < timestamp[i]:
+                if _in_session_nb(t, s, close_ns, break_start, break_end):
+                    out_t[j] = t
+                    out_o[j] = price
+                    out_h[j] = price
+                    out_l[j] = price
+                    out_c[j] = price
+                    out_v[j] = 0.0
+                    out_s[j] = s
+                    j += 1
+                t += bar_ns
+        out_t[j] = timestamp[i]
+        out_o[j] = open_[i]
+        out_h[j] = high[i]
+        out_l[j] = low[i]
+        out_c[j] = close[i]
+        out_v[j] = volume[i]
+        out_s[j] = session[i]
+        j += 1
+
+
+@njit(cache=True, nogil=True)
+def _flat_stretches_nb(open_, high, low, close, volume, session, min_bars):
+    """(stretches, bars in them): runs of >= `min_bars` bars of one session, each with
+    open = high = low = close equal to the run's price and zero volume."""
+    stretches = 0
+    flat_bars = 0
+    run = 0
+    for i in range(len(close)):
+        flat = (volume[i] == 0.0 and open_[i] == close[i] and high[i] == close[i]
+                and low[i] == close[i])
+        if flat and run > 0 and session[i] == session[i - 1] and close[i] == close[i - 1]:
+            run += 1
+        else:
+            if run >= min_bars:
+                stretches += 1
+                flat_bars += run
+            run = 1 if flat else 0
+    if run >= min_bars:
+        stretches += 1
+        flat_bars += run
+    return stretches, flat_bars
+
+
+@njit(cache=True, nogil=True)
+def _outliers_nb(close, session, one_per_session, k, window, min_returns):
+    """Bars whose |log return| exceeds k * 1.4826 * the median |log return| of the previous
+    `window` returns (kept sorted: one insertion and one removal per return)."""
+    sorted_window = np.empty(window, np.float64)
+    ring = np.empty(window, np.float64)
+    count = 0
+    head = 0
+    outliers = 0
+    for i in range(1, len(close)):
+        if not one_per_session and session[i] != session[i - 1]:
+            continue
+        r = abs(np.log(close[i] / close[i - 1]))
+        if count >= min_returns:
+            if count % 2 == 1:
+                median = sorted_window[count // 2]
+            else:
+                median = 0.5 * (sorted_window[count // 2 - 1] + sorted_window[count // 2])
+            if median > 0.0 and r > k * 1.4826 * median:
+                outliers += 1
+        if count == window:   # drop the oldest return from the sorted window
+            old = ring[head]
+            at = np.searchsorted(sorted_window[:count], old)
+            for j in range(at, count - 1):
+                sorted_window[j] = sorted_window[j + 1]
+            count -= 1
+        at = np.searchsorted(sorted_window[:count], r)
+        for j in range(count, at, -1):
+            sorted_window[j] = sorted_window[j - 1]
+        sorted_window[at] = r
+        count += 1
+        ring[head] = r
+        head = (head + 1) % window
+    return outliers
