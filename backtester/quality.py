@@ -26,8 +26,8 @@ The rules, per symbol:
 
 For example::
 
-    >>> quality = assess(load_bars("data/sample/bars_1min.parquet", timezone="America/New_York"))
-    >>> quality.symbols["SYNA"].flat_stretches   # the sample's trading halts
+    quality = assess(load_bars("data/sample/bars_1min.parquet", timezone="America/New_York"))
+    quality.symbols["SYNA"].flat_stretches   # 3: the sample's trading halts
 """
 
 from __future__ import annotations
