@@ -115,7 +115,7 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
     if cfg.data.on_gaps == "error":
         quality.check_no_gaps(data_quality, cfg.data.path)
     elif cfg.data.on_gaps == "fill" and data_quality.totals()["missing_bars"]:
-        bars = quality.fill_gaps(bars)
+        bars = quality.fill_gaps(bars, cfg.data.path)
     plan = compile_plan(cfg, bars.bar_ns)
     if outer is not None:
         backend, reason = "joblib-context", f"set by an enclosing joblib.parallel_config " \

@@ -48,6 +48,8 @@ FLAT_MIN_BARS = 5
 OUTLIER_K = 10.0
 OUTLIER_WINDOW = 100
 OUTLIER_MIN_RETURNS = 20
+MAX_FILLED_BARS = 10_000_000
+MAX_FILL_FACTOR = 50
 _MAD_TO_SIGMA = 1.4826   # median |x| of a normal variable is 0.6745 sigma
 _SESSION_BAR_NS = 20 * 3_600_000_000_000   # `bars._SESSION_BAR_NS`: one bar per session
 
@@ -111,15 +113,13 @@ def assess(barset: BarSet, *, on_gaps: str = "keep") -> DataQuality:
     million bars once the kernels are compiled).
     """
     table = barset.sessions
-    has_break = table.break_start_ns is not None
-    break_start = table.break_start_ns if has_break else table.close_ns
-    break_end = table.break_end_ns if has_break else table.close_ns
+    break_start, break_end = _breaks(table)
     dropped = getattr(barset, "holiday_bars_dropped", None) or {}
     one_per_session = barset.bar_ns >= _SESSION_BAR_NS
     result = {}
     for name, bars in barset.bars.items():
         gaps, missing, first = _gaps_nb(bars.timestamp, bars.session, barset.bar_ns,
-                                        table.close_ns, break_start, break_end)
+                                        break_start, break_end)
         stretches, flat = _flat_stretches_nb(bars.open, bars.high, bars.low, bars.close,
                                              bars.volume, bars.session, FLAT_MIN_BARS)
         outliers = _outliers_nb(bars.close, bars.session, one_per_session, OUTLIER_K,
@@ -144,18 +144,26 @@ def check_no_gaps(quality: DataQuality, source: str) -> None:
                             "with data.on_gaps: fill, or keep them with on_gaps: keep)")
 
 
-def fill_gaps(barset: BarSet) -> BarSet:
+def fill_gaps(barset: BarSet, source: str = "<bars>") -> BarSet:
     """`barset` with each gap's missing bars added: flat bars (open = high = low = close = the
     previous bar's close) with zero volume, at the missing bar slots of the session (outside
-    its break). A symbol without gaps is returned as is (the same arrays)."""
+    its break). A symbol without gaps is returned as is (the same arrays).
+
+    Raises `DataError` (naming `source`) rather than add more than `MAX_FILLED_BARS` bars and
+    more than `MAX_FILL_FACTOR` times the bars there are: a bar interval that is wrong by orders
+    of magnitude would otherwise exhaust memory."""
+    added = sum(int(_gaps_nb(b.timestamp, b.session, barset.bar_ns, *_breaks(barset.sessions))[1])
+                for b in barset.bars.values())
+    if added > MAX_FILLED_BARS and added > MAX_FILL_FACTOR * barset.n_bars:
+        raise DataError(source, f"filling the gaps would add {added:,} bars to "
+                        f"{barset.n_bars:,} at a bar interval of {barset.bar_ns / 1e9:g} s "
+                        "(check the timestamps, or use data.on_gaps: keep)")
     table = barset.sessions
-    has_break = table.break_start_ns is not None
-    break_start = table.break_start_ns if has_break else table.close_ns
-    break_end = table.break_end_ns if has_break else table.close_ns
+    break_start, break_end = _breaks(table)
     filled = {}
     for name, bars in barset.bars.items():
-        _, missing, _ = _gaps_nb(bars.timestamp, bars.session, barset.bar_ns, table.close_ns,
-                                 break_start, break_end)
+        _, missing, _ = _gaps_nb(bars.timestamp, bars.session, barset.bar_ns, break_start,
+                                 break_end)
         if missing == 0:
             filled[name] = bars
             continue
@@ -163,7 +171,7 @@ def fill_gaps(barset: BarSet) -> BarSet:
         out = [np.empty(n, np.int64)] + [np.empty(n, np.float64) for _ in range(5)] + \
               [np.empty(n, np.int32)]
         _fill_nb(bars.timestamp, bars.open, bars.high, bars.low, bars.close, bars.volume,
-                 bars.session, barset.bar_ns, table.close_ns, break_start, break_end, *out)
+                 bars.session, barset.bar_ns, break_start, break_end, *out)
         filled[name] = SymbolBars(name, *out)
     return BarSet(filled, table, barset.timezone, barset.bar_ns, barset.files,
                   **_extra_fields(barset))
@@ -186,6 +194,13 @@ def markdown(quality: DataQuality) -> str:
     return "\n".join(lines)
 
 
+def _breaks(table) -> tuple[np.ndarray, np.ndarray]:
+    """Each session's break start and end; both the close where there is none."""
+    if table.break_start_ns is None:
+        return table.close_ns, table.close_ns
+    return table.break_start_ns, table.break_end_ns
+
+
 def _extra_fields(barset: BarSet) -> dict[str, Any]:
     names = {f.name for f in fields(BarSet)} - {"bars", "sessions", "timezone", "bar_ns",
                                                 "files"}
@@ -199,14 +214,32 @@ def _local_iso(ns: int, timezone: str) -> str:
 
 
 @njit(cache=True, nogil=True)
-def _in_session_nb(t, s, close_ns, break_start, break_end) -> bool:
-    return t < close_ns[s] and not (break_start[s] <= t < break_end[s])
+def _ceil_div_nb(a, b):
+    return -((-a) // b)
 
 
 @njit(cache=True, nogil=True)
-def _gaps_nb(timestamp, session, bar_ns, close_ns, break_start, break_end):
+def _missing_nb(previous, following, bar_ns, break_start, break_end):
+    """Bar slots ``previous + k * bar_ns`` (k >= 1) before `following` and outside the break
+    ``[break_start, break_end)``, counted in O(1) (a bar interval that is wrong by orders of
+    magnitude must not turn into a loop over its slots)."""
+    last = (following - previous - 1) // bar_ns
+    if last <= 0:
+        return 0
+    missing = last
+    if break_end > break_start:
+        low = max(1, _ceil_div_nb(break_start - previous, bar_ns))
+        high = min(last, _ceil_div_nb(break_end - previous, bar_ns) - 1)
+        if high >= low:
+            missing -= high - low + 1
+    return missing
+
+
+@njit(cache=True, nogil=True)
+def _gaps_nb(timestamp, session, bar_ns, break_start, break_end):
     """(gaps, missing bars, stamp of the first missing bar or -1) of one symbol: slots
-    ``prev + k * bar_ns`` strictly before the next bar of the same session that lie in it."""
+    ``prev + k * bar_ns`` strictly before the next bar of the same session, outside its
+    break (both bars lie in the session, so every such slot does too)."""
     gaps = 0
     missing = 0
     first = -1
@@ -214,41 +247,42 @@ def _gaps_nb(timestamp, session, bar_ns, close_ns, break_start, break_end):
         if session[i] != session[i - 1] or timestamp[i] - timestamp[i - 1] <= bar_ns:
             continue
         s = session[i]
-        here = 0
-        t = timestamp[i - 1] + bar_ns
-        while t < timestamp[i]:
-            if _in_session_nb(t, s, close_ns, break_start, break_end):
-                if here == 0 and first < 0:
-                    first = t
-                here += 1
-            t += bar_ns
+        here = _missing_nb(timestamp[i - 1], timestamp[i], bar_ns, break_start[s], break_end[s])
         if here:
+            if first < 0:
+                first = timestamp[i - 1] + bar_ns
+                if break_start[s] <= first < break_end[s]:
+                    first = timestamp[i - 1] + bar_ns * _ceil_div_nb(
+                        break_end[s] - timestamp[i - 1], bar_ns)
             gaps += 1
             missing += here
     return gaps, missing, first
 
 
 @njit(cache=True, nogil=True)
-def _fill_nb(timestamp, open_, high, low, close, volume, session, bar_ns, close_ns,
-             break_start, break_end, out_t, out_o, out_h, out_l, out_c, out_v, out_s):
+def _fill_nb(timestamp, open_, high, low, close, volume, session, bar_ns, break_start,
+             break_end, out_t, out_o, out_h, out_l, out_c, out_v, out_s):
     """Copy the bars into the `out_*` arrays, adding a flat zero-volume bar at the previous
-    close for every slot `_gaps_nb` counts as missing."""
+    close for every slot `_gaps_nb` counts as missing (jumping over the break)."""
     j = 0
     for i in range(len(timestamp)):
         if i > 0 and session[i] == session[i - 1]:
             s = session[i]
-            t = timestamp[i - 1] + bar_ns
+            previous = timestamp[i - 1]
+            t = previous + bar_ns
             price = close[i - 1]
             while t < timestamp[i]:
-                if _in_session_nb(t, s, close_ns, break_start, break_end):
-                    out_t[j] = t
-                    out_o[j] = price
-                    out_h[j] = price
-                    out_l[j] = price
-                    out_c[j] = price
-                    out_v[j] = 0.0
-                    out_s[j] = s
-                    j += 1
+                if break_start[s] <= t < break_end[s]:
+                    t = previous + bar_ns * _ceil_div_nb(break_end[s] - previous, bar_ns)
+                    continue
+                out_t[j] = t
+                out_o[j] = price
+                out_h[j] = price
+                out_l[j] = price
+                out_c[j] = price
+                out_v[j] = 0.0
+                out_s[j] = s
+                j += 1
                 t += bar_ns
         out_t[j] = timestamp[i]
         out_o[j] = open_[i]

@@ -232,3 +232,18 @@ def test_run_writes_quality_json_and_a_summary_section(tmp_path, monkeypatch, on
     assert written["rules"]["on_gaps"] == on_gaps
     assert result.summary["bars"] == n_bars
     assert "| SYNA | 52 | 1 | 3 |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_gap_of_a_million_slots_is_counted_without_visiting_them():
+    # Most spacings are 1 ns (a broken export): a 10-minute gap is 6e11 slots.
+    start = pd.Timestamp("2024-03-04 10:00", tz=TZ).value
+    stamps = np.array([start, start + 1, start + 2, start + 600_000_000_000, start + 600_000_000_001])
+    df = frame("SYNA", ["2024-03-04 10:00"] * 5)
+    df["timestamp"] = pd.to_datetime(stamps, utc=True)
+    bars = from_frame(df, timezone=TZ, calendar="none")
+    assert bars.bar_ns == 1
+    q = quality.assess(bars).symbols["SYNA"]
+    assert (q.gaps, q.missing_bars) == (1, 600_000_000_000 - 3)
+    with pytest.raises(DataError, match=r"<bars>: filling the gaps would add 599,999,999,997 "
+                                        r"bars to 5 at a bar interval of 1e-09 s"):
+        quality.fill_gaps(bars)
