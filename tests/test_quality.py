@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import backtester
 from backtester import quality
@@ -247,3 +249,21 @@ def test_a_gap_of_a_million_slots_is_counted_without_visiting_them():
     with pytest.raises(DataError, match=r"<bars>: filling the gaps would add 599,999,999,997 "
                                         r"bars to 5 at a bar interval of 1e-09 s"):
         quality.fill_gaps(bars)
+
+
+@settings(deadline=None, max_examples=40)
+@given(steps=st.lists(st.sampled_from([0.0, 0.001, -0.001, 0.002, -0.003, 0.05, -0.08]),
+                      min_size=1, max_size=300),
+       window=st.integers(1, 40), min_returns=st.integers(1, 40))
+def test_outliers_match_a_plain_rolling_median(steps, window, min_returns):
+    assume(min_returns <= window)
+    close = 100 * np.exp(np.concatenate([[0.0], np.cumsum(steps)]))
+    session = np.zeros(len(close), np.int32)
+    returns = np.abs(np.log(close[1:] / close[:-1]))
+    expected = 0
+    for i, r in enumerate(returns):
+        past = returns[max(0, i - window):i]
+        if len(past) >= min_returns:
+            median = np.median(past)
+            expected += bool(median > 0 and r > 3.0 * 1.4826 * median)
+    assert quality._outliers_nb(close, session, False, 3.0, window, min_returns) == expected
