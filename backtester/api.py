@@ -25,7 +25,7 @@ from typing import Any
 import joblib
 import pandas as pd
 
-from . import report, stats
+from . import quality, report, stats
 from .bars import BarSet, load_bars
 from .cluster import ClusterResult
 from .config import Config, load_config
@@ -41,6 +41,7 @@ from .execution import (
 )
 from .merge import Merged, merge
 from .plan import Plan, compile_plan
+from .quality import DataQuality
 from .schedule import Layout, schedule
 
 __all__ = ["RunResult", "prepare", "run"]
@@ -62,6 +63,7 @@ class RunResult:
     output_dir: Path | None = None
     layout: Layout | None = field(default=None, repr=False)
     equity: pd.DataFrame | None = field(default=None, repr=False)   # equity.parquet's rows
+    quality: DataQuality | None = field(default=None, repr=False)   # quality.json's counts
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Prepared:
     n_workers: int
     output_label: str = "output.dir"      # how errors name the results folder's setting
     output_hint: str | None = None
+    quality: DataQuality | None = None     # counted on the bars as loaded, before any fill
 
 
 # How errors name an override, by where it came from (`overrides_from`).
@@ -106,7 +109,13 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
     if bars is None:
         bars = load_bars(cfg.data.path, timezone=cfg.data.timezone, calendar=cfg.data.calendar,
                          symbols=cfg.data.symbols, start=cfg.data.start, end=cfg.data.end,
-                         bar_stamp=cfg.data.bar_stamp, day_starts=cfg.data.day_starts)
+                         bar_stamp=cfg.data.bar_stamp, day_starts=cfg.data.day_starts,
+                         on_holiday_bars=cfg.data.on_holiday_bars)
+    data_quality = quality.assess(bars, on_gaps=cfg.data.on_gaps)
+    if cfg.data.on_gaps == "error":
+        quality.check_no_gaps(data_quality, cfg.data.path)
+    elif cfg.data.on_gaps == "fill" and data_quality.totals()["missing_bars"]:
+        bars = quality.fill_gaps(bars, cfg.data.path)
     plan = compile_plan(cfg, bars.bar_ns)
     if outer is not None:
         backend, reason = "joblib-context", f"set by an enclosing joblib.parallel_config " \
@@ -117,7 +126,8 @@ def prepare(config: str | os.PathLike | Mapping[str, Any] | Config, *,
             reason = overrides_from
     workers = effective_n_jobs(backend, cfg.execution.n_jobs)
     layout = schedule(plan, bars, cfg.schedule, workers)
-    return Prepared(cfg, plan, bars, layout, backend, reason, workers, output_label, output_hint)
+    return Prepared(cfg, plan, bars, layout, backend, reason, workers, output_label, output_hint,
+                    data_quality)
 
 
 def _override_label(name: str, overrides_from: str) -> str:
@@ -269,11 +279,11 @@ def _run_prepared(prep: Prepared, started: dt.datetime, t0: float, write: bool,
         with _phase(progress, "writing", f"{events} to {cfg.output.dir}"):
             output_dir = write_outputs(cfg, merged, summary, run_stats, timing, manifest,
                                        label=prep.output_label, hint=prep.output_hint,
-                                       equity=equity)
+                                       equity=equity, data_quality=prep.quality)
     return RunResult(config=cfg, plan=plan, alerts=merged.alerts, forward=merged.forward,
                      trades=merged.trades, summary=summary, stats=stats.stats_frame(run_stats),
                      timing=timing, manifest=manifest, output_dir=output_dir, layout=layout,
-                     equity=equity)
+                     equity=equity, quality=prep.quality)
 
 
 def statistics(cfg: Config, barset: BarSet, merged: Merged
@@ -444,10 +454,12 @@ def make_manifest(cfg: Config, prep: Prepared, started: dt.datetime,
 
 def write_outputs(cfg: Config, merged: Merged, summary: dict, run_stats: dict, timing: dict,
                   manifest: dict, *, label: str = "output.dir", hint: str | None = None,
-                  equity: pd.DataFrame | None = None) -> Path:
+                  equity: pd.DataFrame | None = None,
+                  data_quality: DataQuality | None = None) -> Path:
     """Every output file of a run, written into a temporary folder that replaces `output.dir`
     only when complete (`report.AtomicFolder`); `equity` (the account's curve) becomes
-    ``equity.parquet`` when given."""
+    ``equity.parquet`` when given, `data_quality` ``quality.json`` and a section of
+    ``summary.md``."""
     with report.AtomicFolder(cfg.output.dir, label, hint) as folder:
         tmp = folder.path
         report.write_frame(merged.alerts, tmp, "alerts", report.ALERT_COLUMNS)
@@ -458,8 +470,11 @@ def write_outputs(cfg: Config, merged: Merged, summary: dict, run_stats: dict, t
         if equity is not None:
             report.write_parquet(equity, tmp / "equity.parquet")
         report.write_json(summary, tmp / "summary.json")
-        (tmp / "summary.md").write_text(stats.render_markdown(run_stats, title=cfg.name),
-                                        encoding="utf-8")
+        summary_md = stats.render_markdown(run_stats, title=cfg.name)
+        if data_quality is not None:
+            report.write_json(data_quality.to_dict(), tmp / "quality.json")
+            summary_md = summary_md.rstrip("\n") + "\n\n" + quality.markdown(data_quality)
+        (tmp / "summary.md").write_text(summary_md, encoding="utf-8")
         report.write_json(timing, tmp / "timing.json")
         (tmp / "timing.md").write_text(report.timing_markdown(timing), encoding="utf-8")
         report.write_json(manifest, tmp / "manifest.json")

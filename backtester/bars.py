@@ -35,7 +35,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BAR_STAMPS = ("open", "close")
+HOLIDAY_BAR_POLICIES = ("error", "drop")
 DEFAULT_BAR_NS = 60_000_000_000
 _DAY_NS = 86_400_000_000_000
 _SESSION_BAR_NS = 20 * 3_600_000_000_000
@@ -127,6 +128,9 @@ class BarSet:
     timezone: str
     bar_ns: int
     files: tuple[DataFile, ...]
+    holiday_bars_dropped: dict[str, int] = field(default_factory=dict)
+    """Bars on dates that are no session of the calendar, dropped per symbol
+    (``on_holiday_bars="drop"``)."""
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -149,6 +153,7 @@ def load_bars(
     end: datetime.date | None = None,
     bar_stamp: str = "open",
     day_starts: datetime.time | None = None,
+    on_holiday_bars: str = "error",
 ) -> BarSet:
     """Read and validate the bars in `path` (a CSV/Parquet file or a folder of them).
 
@@ -178,7 +183,8 @@ def load_bars(
                          symbols=["SYNA"], start=datetime.date(2024, 3, 1))
         bars.bars["SYNA"].close  # float64 array
     """
-    selection = _Selection.make(timezone, calendar, symbols, start, end, bar_stamp, day_starts)
+    selection = _Selection.make(timezone, calendar, symbols, start, end, bar_stamp, day_starts,
+                                on_holiday_bars)
     source = os.fspath(path)
     files = _list_files(source)
     parts = [part for file in files if (part := _read_file(file, selection)) is not None]
@@ -232,6 +238,7 @@ def from_frame(
     end: datetime.date | None = None,
     bar_stamp: str = "open",
     day_starts: datetime.time | None = None,
+    on_holiday_bars: str = "error",
 ) -> BarSet:
     """Validate a long-format DataFrame of bars exactly as `load_bars` validates a file.
 
@@ -239,7 +246,8 @@ def from_frame(
     ``high``, ``low``, ``close``, ``volume``; `source` names it in error messages, whose row
     numbers are 1-based positions in `frame`. The other arguments are those of `load_bars`.
     """
-    selection = _Selection.make(timezone, calendar, symbols, start, end, bar_stamp, day_starts)
+    selection = _Selection.make(timezone, calendar, symbols, start, end, bar_stamp, day_starts,
+                                on_holiday_bars)
     columns = {str(name).lower(): name for name in frame.columns}
     if not any(alias in columns for alias in TIMESTAMP_ALIASES) and isinstance(
         frame.index, pd.DatetimeIndex
@@ -281,11 +289,15 @@ class _Selection:
     end: datetime.date | None
     bar_stamp: str
     day_starts: datetime.time | None = None
+    on_holiday_bars: str = "error"
 
     @staticmethod
     def make(timezone, calendar, symbols, start, end, bar_stamp,
-             day_starts: datetime.time | None = None) -> _Selection:
+             day_starts: datetime.time | None = None,
+             on_holiday_bars: str = "error") -> _Selection:
         sessions_module.check_timezone(timezone)
+        if on_holiday_bars not in HOLIDAY_BAR_POLICIES:
+            raise ValueError(f"on_holiday_bars must be 'error' or 'drop', got {on_holiday_bars!r}")
         if bar_stamp not in BAR_STAMPS:
             raise ValueError(f"bar_stamp must be 'open' or 'close', got {bar_stamp!r}")
         calendar = sessions_module.NO_CALENDAR if calendar is None else str(calendar)
@@ -304,7 +316,8 @@ class _Selection:
         end = _as_date(end, "end")
         if start is not None and end is not None and end < start:
             raise ValueError(f"end ({end}) is before start ({start})")
-        return _Selection(timezone, calendar, symbols, start, end, bar_stamp, day_starts)
+        return _Selection(timezone, calendar, symbols, start, end, bar_stamp, day_starts,
+                          on_holiday_bars)
 
 
 def _as_date(value, name: str) -> datetime.date | None:
@@ -891,14 +904,23 @@ def _assemble(
             sorted_stamps = sorted_stamps - bar_ns
         table, session = _sessions_for(sorted_stamps, selection, bar_ns)
     outside = session < 0
-    if outside.any():
-        _raise_outside(data, order, outside, file_stamps, table, selection, bar_ns, names,
-                       sorted_codes)
-
     keep = None
+    dropped: dict[str, int] = {}
+    if outside.any():
+        holiday = _holiday_bars(outside, sorted_stamps, table, selection, bar_ns)
+        if (outside & ~holiday).any():
+            _raise_outside(data, order, outside & ~holiday, file_stamps, table, selection,
+                           bar_ns, names, sorted_codes)
+        if holiday.all():
+            raise DataError(source, f"every bar falls on a date that is no {selection.calendar} "
+                            "session (check data.calendar and data.timezone)")
+        counts = np.bincount(sorted_codes[holiday], minlength=len(names))
+        dropped = {name: int(counts[code]) for code, name in enumerate(names) if counts[code]}
+        keep = ~holiday
+
     if selection.start is not None or selection.end is not None:
-        dates = table.dates[session]
-        keep = np.ones(len(session), dtype=bool)
+        dates = table.dates[np.maximum(session, 0)]
+        keep = np.ones(len(session), dtype=bool) if keep is None else keep
         if selection.start is not None:
             keep &= dates >= np.datetime64(selection.start, "D")
         if selection.end is not None:
@@ -906,8 +928,8 @@ def _assemble(
         if not keep.any():
             raise DataError(
                 source, f"no bars between {selection.start or 'the start'} and "
-                f"{selection.end or 'the end'} (the bars cover {table.dates[session.min()]} to "
-                f"{table.dates[session.max()]})",
+                f"{selection.end or 'the end'} (the bars cover {table.dates[session[session >= 0].min()]} "
+                f"to {table.dates[session.max()]})",
             )
     first_session, last_session = (
         (int(session.min()), int(session.max())) if keep is None
@@ -930,7 +952,8 @@ def _assemble(
         if high > low:
             bars[name] = SymbolBars(name, **{key: array[low:high]
                                              for key, array in columns.items()})
-    return BarSet(bars, table, selection.timezone, int(bar_ns), files)
+    return BarSet(bars, table, selection.timezone, int(bar_ns), files,
+                  {name: count for name, count in dropped.items() if name in bars})
 
 
 class _Concatenated:
@@ -1127,6 +1150,22 @@ def _sessions_for_session_bars(stamps: np.ndarray, selection: _Selection, bar_ns
         index = np.searchsorted(dates, days, side="right") - 1
         found = (index >= 0) & (dates[np.maximum(index, 0)] > days - span)
     return table, np.where(found, index, -1).astype(np.int32)
+
+
+def _holiday_bars(outside: np.ndarray, stamps: np.ndarray, table: SessionTable,
+                  selection: _Selection, bar_ns: int) -> np.ndarray:
+    """Where `outside` bars are to be dropped as holiday bars: with ``on_holiday_bars="drop"``
+    and an exchange calendar, the bars outside every session whose local date is no session
+    date (a daily bar outside every session is on such a date by construction). Bars outside
+    the hours of a session date are never dropped: they stay errors."""
+    if selection.on_holiday_bars != "drop" or selection.calendar == sessions_module.NO_CALENDAR:
+        return np.zeros(len(outside), dtype=bool)
+    if bar_ns >= _SESSION_BAR_NS:
+        return outside.copy()
+    days = sessions_module.local_days(stamps[outside], selection.timezone)
+    holiday = outside.copy()
+    holiday[outside] = ~np.isin(days, table.dates.astype(np.int64))
+    return holiday
 
 
 def _day_to_date(day: int) -> datetime.date:

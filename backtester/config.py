@@ -58,6 +58,8 @@ class DataConfig:
     calendar: str = "XNYS"
     bar_stamp: str = "open"
     day_starts: dt.time | None = None   # calendar none: when the trading day rolls (local)
+    on_gaps: str = "keep"               # missing bars inside sessions: keep, fill or error
+    on_holiday_bars: str = "error"      # bars on non-session dates: error or drop
 
 
 @dataclass(frozen=True)
@@ -361,7 +363,7 @@ def _config(raw: Mapping, source: str, content_hash: str) -> Config:
 def _data(raw: Any, source: str, where: str) -> DataConfig:
     _mapping(raw, source, where)
     _keys(raw, {"path", "symbols", "start", "end", "timezone", "calendar", "bar_stamp",
-                "day_starts"}, source, where)
+                "day_starts", "on_gaps", "on_holiday_bars"}, source, where)
     path = _string(_required(raw, "path", source, where), source, f"{where}.path")
     symbols = raw.get("symbols")
     if symbols is not None:
@@ -407,8 +409,13 @@ def _data(raw: Any, source: str, where: str) -> DataConfig:
                               "trading day", "day_starts is for calendar: none")
         minutes = _hhmm(day_starts, source, f"{where}.day_starts")
         day_starts = dt.time(minutes // 60, minutes % 60)
+    on_gaps = _choice(raw.get("on_gaps", "keep"), ("keep", "fill", "error"), source,
+                      f"{where}.on_gaps")
+    on_holiday_bars = _choice(raw.get("on_holiday_bars", "error"), ("error", "drop"), source,
+                              f"{where}.on_holiday_bars")
     return DataConfig(path=path, symbols=symbols, start=start, end=end, timezone=timezone,
-                      calendar=calendar, bar_stamp=bar_stamp, day_starts=day_starts)
+                      calendar=calendar, bar_stamp=bar_stamp, day_starts=day_starts,
+                      on_gaps=on_gaps, on_holiday_bars=on_holiday_bars)
 
 
 def _define(raw: Any, source: str, where: str) -> tuple[tuple[str, str], ...]:

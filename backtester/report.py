@@ -252,7 +252,7 @@ RESULT_FOLDER_FILES = frozenset({
     "alerts.csv", "alerts.parquet", "forward.csv", "forward.parquet", "trades.csv",
     "trades.parquet", "summary.json", "summary.md", "timing.json", "timing.md", "manifest.json",
     "scaling.md", "scaling.svg", "scaling.json",
-    "equity.parquet",
+    "equity.parquet", "quality.json",
 })
 MARKER = ".backtester-results.json"
 """The dot-file in every folder `AtomicFolder` writes: what wrote it (``written_by``), and for a
