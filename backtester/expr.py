@@ -1410,9 +1410,60 @@ def _caret(text: str, col: int, width: int = 100) -> str:
     return f"    {lead}{shown}{tail}\n    {' ' * (len(lead) + col - first)}^"
 
 
-def _src(node: Node) -> str:
-    text = str(node)
-    return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+_SHOWN = 200  # characters of an expression that messages and listings show
+
+
+def _src(node: Node, width: int = _SHOWN) -> str:
+    """`node` as text without its outer parentheses, cut to `width` characters.
+
+    Rendered lazily from a walk that visits each shared node's size once: a chain of
+    definitions each using the previous one twice is a graph of n nodes whose text has 2**n
+    terms, so `str(node)` would never finish.
+    """
+    pieces, length = [], 0
+    for piece in _pieces(node, {}):
+        pieces.append(piece)
+        length += len(piece)
+        if length > width + 2:
+            break
+    text = "".join(pieces)
+    if length <= width + 2:
+        return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+    text = text[1:] if text.startswith("(") else text
+    return text[:width - 3] + "..."
+
+
+def _size(node: Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` has written out as a tree (shared nodes counted per use)."""
+    size = sizes.get(id(node))
+    if size is None:
+        size = sizes[id(node)] = min(1 + sum(_size(c, sizes) for c in node.children()), 10**6)
+    return size
+
+
+def _pieces(node: Node, sizes: dict[int, int]):
+    """The text of `node` (as `str(node)`), piece by piece, big children rendered lazily."""
+    if _size(node, sizes) <= 50:
+        yield str(node)
+    elif isinstance(node, (Arith, Cmp)):
+        yield "(" if isinstance(node, Arith) else ""
+        yield from _pieces(node.left, sizes)
+        yield f" {node.op} "
+        yield from _pieces(node.right, sizes)
+        yield ")" if isinstance(node, Arith) else ""
+    elif isinstance(node, (Neg, Not)):
+        yield "-" if isinstance(node, Neg) else "not "
+        yield from _pieces(node.operand, sizes)
+    elif isinstance(node, Logic):
+        yield "("
+        for i, item in enumerate(node.items):
+            yield f" {node.op} " if i else ""
+            yield from _pieces(item, sizes)
+        yield ")"
+    else:  # an indicator or function call over big arguments: name(first argument, ...
+        yield f"{node.name}("  # type: ignore[attr-defined]
+        yield from _pieces(node.children()[0], sizes)
+        yield ", ...)"
 
 
 def _rewrite_percentages(text: str) -> tuple[str, list[tuple[int, int]]]:
