@@ -334,7 +334,7 @@ def _config(raw: Mapping, source: str, content_hash: str) -> Config:
           source, "")
     name = _string(_required(raw, "name", source, ""), source, "name")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(source, "name", f"{name!r} cannot name a results folder",
+        raise ConfigError(source, "name", f"{_quote(name)} cannot name a results folder",
                           "use letters, digits, '-', '_' or '.'")
     data = _data(_required(raw, "data", source, ""), source, "data")
     define = _define(raw.get("define", {}), source, "define")
@@ -345,7 +345,7 @@ def _config(raw: Mapping, source: str, content_hash: str) -> Config:
     seen: set[str] = set()
     for i, alert in enumerate(alerts):
         if alert.name in seen:
-            raise ConfigError(source, f"alerts[{i}].name", f"duplicate alert name {alert.name!r}")
+            raise ConfigError(source, f"alerts[{i}].name", f"duplicate alert name {_quote(alert.name)}")
         seen.add(alert.name)
     schedule = _schedule(raw.get("schedule", {}), source, "schedule")
     execution = _execution(raw.get("execution", {}), source, "execution")
@@ -380,7 +380,7 @@ def _data(raw: Any, source: str, where: str) -> DataConfig:
 
         zoneinfo.ZoneInfo(timezone)
     except Exception:
-        raise ConfigError(source, f"{where}.timezone", f"unknown time zone {timezone!r}",
+        raise ConfigError(source, f"{where}.timezone", f"unknown time zone {_quote(timezone)}",
                           "use an IANA name like America/New_York") from None
     calendar = raw.get("calendar", "XNYS")
     calendar = "none" if calendar is None or calendar is False else _string(calendar, source,
@@ -398,7 +398,7 @@ def _data(raw: Any, source: str, where: str) -> DataConfig:
             close = difflib.get_close_matches(calendar, names, n=1)
             hint = f"did you mean {close[0]!r}? or `none` to infer sessions from the bars" if close \
                 else "use an exchange_calendars name like XNYS, or `none` to infer sessions"
-            raise ConfigError(source, f"{where}.calendar", f"unknown calendar {calendar!r}", hint)
+            raise ConfigError(source, f"{where}.calendar", f"unknown calendar {_quote(calendar)}", hint)
     bar_stamp = _choice(raw.get("bar_stamp", "open"), ("open", "close"), source, f"{where}.bar_stamp")
     day_starts = raw.get("day_starts")
     if day_starts is not None:
@@ -435,7 +435,7 @@ def _alert(raw: Any, source: str, where: str) -> AlertConfig:
     _keys(raw, _ALERT_KEYS, source, where)
     name = _string(_required(raw, "name", source, where), source, f"{where}.name")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
-        raise ConfigError(source, f"{where}.name", f"{name!r} is not a usable alert name",
+        raise ConfigError(source, f"{where}.name", f"{_quote(name)} is not a usable alert name",
                           "use letters, digits, '_', '-' or '.'")
     when = _expression(_required(raw, "when", source, where), source, f"{where}.when")
     between = _between(raw.get("between"), source, f"{where}.between")
@@ -469,14 +469,14 @@ def _schedule(raw: Any, source: str, where: str) -> ScheduleConfig:
     hint = "use day, week, month, quarter, year, auto, {bars: N} or {count: N}"
     if isinstance(value, Mapping):
         if len(value) != 1 or next(iter(value)) not in ("bars", "count"):
-            raise ConfigError(source, f"{where}.cluster_by", f"{dict(value)!r} is not a layout", hint)
+            raise ConfigError(source, f"{where}.cluster_by", f"{_quote(dict(value))} is not a layout", hint)
         (kind, size), = value.items()
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(source, f"{where}.cluster_by.{kind}",
-                              f"expected a positive integer, got {size!r}")
+                              f"expected a positive integer, got {_quote(size)}")
         return ScheduleConfig(cluster_by=kind, size=size)
     if not isinstance(value, str) or value not in LAYOUTS:
-        raise ConfigError(source, f"{where}.cluster_by", f"{value!r} is not a layout", hint)
+        raise ConfigError(source, f"{where}.cluster_by", f"{_quote(value)} is not a layout", hint)
     return ScheduleConfig(cluster_by=value)
 
 
@@ -494,7 +494,7 @@ def _execution(raw: Any, source: str, where: str) -> ExecutionConfig:
     batch = raw.get("batch_size", "auto")
     if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ConfigError(source, f"{where}.batch_size", f"expected 'auto' or a positive integer, "
-                          f"got {batch!r}")
+                          f"got {_quote(batch)}")
     return ExecutionConfig(backend=backend, n_jobs=n_jobs, compare_sequential=compare,
                            address=address, batch_size=batch)
 
@@ -507,12 +507,12 @@ def _stats(raw: Any, source: str, where: str = "stats") -> StatsConfig:
     bootstrap = raw.get("bootstrap", 0)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ConfigError(source, f"{where}.bootstrap", f"expected 0 (off) or a number of "
-                          f"resamples, got {bootstrap!r}", "for example bootstrap: 2000")
+                          f"resamples, got {_quote(bootstrap)}", "for example bootstrap: 2000")
     periods = raw.get("periods_per_year")
     if periods is not None and (isinstance(periods, bool) or not isinstance(periods, (int, float))
                                 or not 0 < periods < 1e9):
         raise ConfigError(source, f"{where}.periods_per_year", f"expected a positive number, "
-                          f"got {periods!r}", "252 for exchange days, 365 for 24/7")
+                          f"got {_quote(periods)}", "252 for exchange days, 365 for 24/7")
     return StatsConfig(bootstrap=bootstrap,
                        periods_per_year=None if periods is None else float(periods))
 
@@ -531,11 +531,11 @@ def _cooldown(raw: Any, source: str, where: str) -> Cooldown | None:
         ns = parse_duration_ns(raw)
         if ns:
             if ns > MAX_DURATION_DAYS * 86400 * 10**9:
-                raise ConfigError(source, where, f"{raw!r} is longer than {MAX_DURATION_DAYS:,} "
+                raise ConfigError(source, where, f"{_quote(raw)} is longer than {MAX_DURATION_DAYS:,} "
                                   f"days", "use a shorter cooldown, or once_per_day")
             return Cooldown(duration_ns=ns)
     raise ConfigError(source, where, f"expected a duration like '30min' ({DURATION_EXAMPLE}) or a "
-                      f"bar count like 10, got {raw!r}")
+                      f"bar count like 10, got {_quote(raw)}")
 
 
 def _between(raw: Any, source: str, where: str) -> tuple[tuple[int, int], ...]:
@@ -549,7 +549,7 @@ def _between(raw: Any, source: str, where: str) -> tuple[tuple[int, int], ...]:
     for i, window in enumerate(windows):
         here = where if windows is not raw else f"{where}[{i}]"
         if not isinstance(window, list) or len(window) != 2:
-            raise ConfigError(source, here, f"expected [start, end] as \"HH:MM\" strings, got {window!r}")
+            raise ConfigError(source, here, f"expected [start, end] as \"HH:MM\" strings, got {_quote(window)}")
         start, end = (_hhmm(t, source, here) for t in window)
         if end <= start:
             raise ConfigError(source, here, f"end {window[1]} is not after start {window[0]}",
@@ -563,7 +563,7 @@ def _hhmm(value: Any, source: str, where: str) -> int:
         m = _HHMM.match(value.strip())
         if m:
             return int(m.group(1)) * 60 + int(m.group(2))
-    raise ConfigError(source, where, f"expected a time like \"09:30\", got {value!r}")
+    raise ConfigError(source, where, f"expected a time like \"09:30\", got {_quote(value)}")
 
 
 def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
@@ -573,7 +573,7 @@ def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
     for i, item in enumerate(_list(raw, source, where, "[mon, wed, fri]")):
         key = str(item).strip().lower()[:3]
         if key not in WEEKDAYS:
-            raise ConfigError(source, f"{where}[{i}]", f"{item!r} is not a weekday",
+            raise ConfigError(source, f"{where}[{i}]", f"{_quote(item)} is not a weekday",
                               "use mon, tue, wed, thu, fri, sat, sun")
         out.add(WEEKDAYS.index(key))
     return tuple(sorted(out))
@@ -581,7 +581,7 @@ def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
 
 def _bar_count(count: int, raw: Any, source: str, where: str) -> int:
     if count > MAX_BAR_COUNT:
-        raise ConfigError(source, where, f"{raw!r} is more than {MAX_BAR_COUNT:,} bars")
+        raise ConfigError(source, where, f"{_quote(raw)} is more than {MAX_BAR_COUNT:,} bars")
     return count
 
 
@@ -593,11 +593,11 @@ def _minutes(raw: Any, source: str, where: str) -> int:
     if ns is not None and ns % (60 * 10**9) == 0:
         minutes = ns // (60 * 10**9)
     if minutes is not None and minutes > 24 * 60:
-        raise ConfigError(source, where, f"{raw!r} is longer than a day (1440 minutes)",
+        raise ConfigError(source, where, f"{_quote(raw)} is longer than a day (1440 minutes)",
                           "sessions are shorter than a day")
     if minutes is not None:
         return minutes
-    raise ConfigError(source, where, f"expected whole minutes like 5 or '15min', got {raw!r}")
+    raise ConfigError(source, where, f"expected whole minutes like 5 or '15min', got {_quote(raw)}")
 
 
 def _date(raw: Any, source: str, where: str) -> dt.date | None:
@@ -612,7 +612,7 @@ def _date(raw: Any, source: str, where: str) -> dt.date | None:
             return dt.date.fromisoformat(raw.strip())
         except ValueError:
             pass
-    raise ConfigError(source, where, f"expected a date like 2024-01-02, got {raw!r}")
+    raise ConfigError(source, where, f"expected a date like 2024-01-02, got {_quote(raw)}")
 
 
 def _expression(raw: Any, source: str, where: str) -> str:
@@ -633,7 +633,7 @@ def max_n_jobs() -> int:
 
 def _n_jobs(raw: Any, source: str, where: str) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or raw == 0:
-        raise ConfigError(source, where, f"expected a non-zero integer (-1 = all cores), got {raw!r}")
+        raise ConfigError(source, where, f"expected a non-zero integer (-1 = all cores), got {_quote(raw)}")
     cap = max_n_jobs()
     if abs(raw) > cap:
         raise ConfigError(source, where, f"{raw} workers is more than the {cap} this machine "
@@ -646,14 +646,14 @@ def _choice(raw: Any, choices: tuple[str, ...], source: str, where: str) -> str:
     if isinstance(raw, str) and raw in choices:
         return raw
     close = difflib.get_close_matches(str(raw), choices, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
-    raise ConfigError(source, where, f"{raw!r} is not one of {', '.join(choices)}", hint)
+    raise ConfigError(source, where, f"{_quote(raw)} is not one of {', '.join(choices)}",
+                      f"did you mean {close[0]!r}?" if close else None)
 
 
 def _bool(raw: Any, source: str, where: str) -> bool:
     if isinstance(raw, bool):
         return raw
-    raise ConfigError(source, where, f"expected true or false, got {raw!r}")
+    raise ConfigError(source, where, f"expected true or false, got {_quote(raw)}")
 
 
 def _string(raw: Any, source: str, where: str) -> str:
@@ -672,7 +672,8 @@ def _list(raw: Any, source: str, where: str, example: str) -> list:
     """`raw` when it is a list; a lone value is an error, not a one-element list, so that a
     value meant for another key is not taken silently."""
     if not isinstance(raw, list):
-        single = None if isinstance(raw, Mapping) or raw is None else f"write [{raw}] for one value"
+        single = None if isinstance(raw, Mapping) or raw is None else \
+            f"write [{_quote(raw)[1:-1] if isinstance(raw, str) else raw}] for one value"
         raise ConfigError(source, where, f"expected a list like {example}, got {_kind(raw)}",
                           single)
     return raw
@@ -688,7 +689,8 @@ def _keys(raw: Mapping, allowed: set[str], source: str, where: str) -> None:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(sorted(allowed))}"
-            raise ConfigError(source, f"{where}.{key}" if where else str(key), "unknown key", hint)
+            key = _quote(key)[1:-1] if isinstance(key, str) else _quote(key)
+            raise ConfigError(source, f"{where}.{key}" if where else key, "unknown key", hint)
 
 
 def _kind(value: Any) -> str:
@@ -698,4 +700,10 @@ def _kind(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_quote(value)}"
+
+
+def _quote(value: Any, width: int = 60) -> str:
+    """`value` as a message quotes it: its repr (escaped, one line), cut to `width` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 4] + "...'"
