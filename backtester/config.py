@@ -161,10 +161,13 @@ class Config:
         if n_jobs is not None:
             execution = replace(execution, n_jobs=_n_jobs(n_jobs, self.source, "execution.n_jobs"))
         if compare_sequential is not None:
-            execution = replace(execution, compare_sequential=bool(compare_sequential))
+            execution = replace(execution, compare_sequential=_bool(
+                compare_sequential, self.source, "execution.compare_sequential"))
         if address is not None:
             execution = replace(execution, address=_string(address, self.source,
                                                            "execution.address"))
+        if out is not None and not isinstance(out, (str, os.PathLike)):
+            raise ConfigError(self.source, "output.dir", f"expected a folder path, got {_kind(out)}")
         output = OutputConfig(str(out)) if out is not None else self.output
         schedule = self.schedule
         if cluster_by is not None:
@@ -190,6 +193,9 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Confi
     if isinstance(config, Mapping):
         raw, source = dict(config), "<dict>"
         text = json.dumps(raw, sort_keys=True, default=str)
+    elif not isinstance(config, (str, os.PathLike)):
+        raise ConfigError("<argument>", "config", "expected a config file path, a mapping or a "
+                          f"Config, got {_kind(config)}")
     else:
         source = str(config)
         try:

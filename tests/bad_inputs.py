@@ -295,3 +295,23 @@ CASES: list[Case] = [
     cli("synth_end_before_start", "--end: 2024-03-01 is before --start 2024-03-05 (swap them?)", "synth", "--out", "s.csv", "--start", "2024-03-05", "--end", "2024-03-01"),
     cli("compare_missing_folders", "a: not a result folder (expected alerts.csv, forward.csv, trades.csv, summary.json from `backtester run`)", "compare", "a", "b"),
 ]
+
+# ------------------------------------------------------------------------ API arguments
+# (id, keyword arguments of `backtester.api.run` on the standard config, expected message)
+API_CASES: list[tuple[str, dict, str]] = [
+    ("api_backend", {"backend": "gpu"}, "argument backend: 'gpu' is not one of auto, sequential, threading, loky, multiprocessing, dask"),
+    ("api_n_jobs_zero", {"n_jobs": 0}, "argument n_jobs: expected a non-zero integer (-1 = all cores), got 0"),
+    ("api_n_jobs_text", {"n_jobs": "many"}, "argument n_jobs: expected a non-zero integer (-1 = all cores), got 'many'"),
+    ("api_n_jobs_float", {"n_jobs": 1.5}, "argument n_jobs: expected a non-zero integer (-1 = all cores), got 1.5"),
+    ("api_cluster_by", {"cluster_by": "fortnight"}, "argument cluster_by: 'fortnight' is not a layout (use day, week, month, quarter, year, auto, {bars: N} or {count: N})"),
+    ("api_cluster_by_negative", {"cluster_by": {"bars": -1}}, "argument cluster_by: expected a positive integer, got -1"),
+    ("api_cluster_by_text", {"cluster_by": "{bars: 5"}, "argument cluster_by: cannot read '{bars: 5' as a layout (write {bars: N} or {count: N})"),
+    ("api_cluster_by_list", {"cluster_by": [1]}, "argument cluster_by: [1] is not a layout (use day, week, month, quarter, year, auto, {bars: N} or {count: N})"),
+    ("api_out_nul", {"out": "a\0b"}, "argument out: 'a\\x00b': a path cannot hold a NUL byte (choose another out=)"),
+    ("api_out_number", {"out": 5}, "argument out: expected a folder path, got int 5"),
+    ("api_address_number", {"address": 7}, "argument address: expected a non-empty string, got int 7"),
+    ("api_compare_sequential_text", {"compare_sequential": "yes"}, "argument compare_sequential: expected true or false, got 'yes'"),
+    ("api_config_number", {"config": 42}, "<argument>: config: expected a config file path, a mapping or a Config, got int 42"),
+    ("api_config_none", {"config": None}, "<argument>: config: expected a config file path, a mapping or a Config, got nothing"),
+    ("api_config_list", {"config": [1]}, "<argument>: config: expected a config file path, a mapping or a Config, got a list"),
+]

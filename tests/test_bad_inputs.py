@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from backtester import api
 from backtester.cli import main
+from backtester.errors import BacktestError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bad_inputs import BARS, CASES, Case  # noqa: E402
+from bad_inputs import API_CASES, BARS, CASES, Case, config_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,9 +82,23 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, monkey
     assert after == before
 
 
+@pytest.mark.parametrize("arguments, expect", [c[1:] for c in API_CASES],
+                         ids=[c[0] for c in API_CASES])
+def test_a_bad_api_argument_raises_one_line_and_changes_nothing(arguments, expect, tmp_path,
+                                                                 monkeypatch):
+    lay_out(Case("api", expect, config_text()), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    arguments = {"config": "c.yaml", **arguments}
+    with pytest.raises(BacktestError) as caught:
+        api.run(arguments.pop("config"), **arguments)
+    assert str(caught.value) == expect
+    assert snapshot(tmp_path) == before
+
+
 def test_the_corpus_has_a_hundred_cases_with_unique_ids_and_messages():
     assert len(CASES) >= 100
-    assert len({c.id for c in CASES}) == len(CASES)
+    assert len({c.id for c in CASES} | {c[0] for c in API_CASES}) == len(CASES) + len(API_CASES)
     assert all(c.expect and "\n" not in c.expect for c in CASES)
 
 
