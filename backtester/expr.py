@@ -1452,7 +1452,7 @@ def _size(node: Node, sizes: dict[int, int]) -> int:
 
 def _pieces(node: Node, sizes: dict[int, int]):
     """The text of `node` (as `str(node)`), piece by piece, big children rendered lazily."""
-    if _size(node, sizes) <= 50:
+    if _size(node, sizes) <= 2000:   # quick to write out; bigger is longer than any cut
         yield str(node)
     elif isinstance(node, (Arith, Cmp)):
         yield "(" if isinstance(node, Arith) else ""
