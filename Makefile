@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/rsi.yaml
 ARGS ?=
 
-.PHONY: backtest test lint pytest bench regress regress-update docs clean
+.PHONY: backtest test lint pytest fuzz bench regress regress-update docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: $(STAMP)
 
 pytest: $(STAMP)
 	$(PY) -m pytest
+
+# The rule parser and config loader fuzz (tests/test_fuzz.py) with a long budget; `make test`
+# runs the same tests with FUZZ_EXAMPLES' small default. FUZZ_EXAMPLES=N to change it.
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -386,7 +386,7 @@ def _list_files(source: str) -> list[_File]:
             )
         paths = [os.path.join(source, name) for name in names]
     elif os.path.exists(source):
-        if _file_kind(source) is None:
+        if _file_kind(source) is None and os.path.isfile(source):
             raise DataError(
                 source, f"unknown file type '{Path(source).suffix}' (use .csv or .parquet, or "
                 "a folder of them)"
@@ -413,10 +413,25 @@ def _csv_header(path: str) -> list[str]:
             head = stream.read(1 << 16)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(path, f"cannot read file: {exc}") from None
+    if head.startswith(b"\x1f\x8b"):
+        raise DataError(path, "is gzip-compressed but not named .gz (rename it to "
+                        f"{os.path.basename(path)}.gz, or decompress it)")
+    if b"\x00" in head:
+        raise DataError(path, "is binary, not CSV text (expected a header row and bars)")
     first_line = head.decode("utf-8-sig", errors="replace").splitlines()[:1]
     if not first_line:
         raise DataError(path, "file is empty (expected a header row and bars)")
     return next(csv.reader(io.StringIO(first_line[0])))
+
+
+def _excerpt(names: Sequence[str], width: int = 120) -> str:
+    """Column names as an error quotes them: escaped, each and all of them cut short."""
+    shown = []
+    for name in names:
+        text = ascii(str(name))[1:-1]
+        shown.append(text if len(text) <= 30 else text[:27] + "...")
+    text = ", ".join(shown) or "none"
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _parquet_columns(path: str) -> list[str]:
@@ -430,7 +445,11 @@ def _resolve_columns(names: Sequence[str], source: str, need_symbol: bool) -> di
     """Map canonical column names to the source's spelling; DataError if any is missing."""
     by_lower: dict[str, str] = {}
     for name in names:
-        by_lower.setdefault(str(name).strip().lower(), name)
+        key = str(name).strip().lower()
+        if key in by_lower and key in (*TIMESTAMP_ALIASES, "symbol", *VALUE_COLUMNS):
+            raise DataError(source, f"a second {key} column (found: {_excerpt(names)}; "
+                            "keep one, as either could be read)", column=name)
+        by_lower.setdefault(key, name)
     columns: dict[str, str] = {}
     timestamp = next((alias for alias in TIMESTAMP_ALIASES if alias in by_lower), None)
     if timestamp is not None:
@@ -442,7 +461,7 @@ def _resolve_columns(names: Sequence[str], source: str, need_symbol: bool) -> di
         "timestamp", *VALUE_COLUMNS)
     missing = [name for name in required if name not in columns]
     if missing:
-        found = ", ".join(str(name) for name in names) or "none"
+        found = _excerpt(names)
         raise DataError(
             source,
             f"missing required column(s) {', '.join(missing)} (found: {found}; expected "

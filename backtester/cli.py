@@ -254,10 +254,22 @@ def _compare(args: argparse.Namespace) -> int:
     return compare(args.run_a, args.run_b)
 
 
+class _FlagError(BacktestError):
+    """A bad command line: argparse's complaint, as the one line every bad input gets."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors are one line on stderr with exit status 2 (its own print the
+    usage block first), raised so that `main` returns the status rather than exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _FlagError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="backtester", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="backtester", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true",
                         help="after a bad-input error, also show its context (the rule with a "
                              "caret); shown anyway on a terminal")
@@ -326,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _FlagError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
     with _terminate_like_ctrl_c(), _log_lines_to_stderr():
         return _dispatch(args)
 

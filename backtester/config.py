@@ -163,10 +163,13 @@ class Config:
         if n_jobs is not None:
             execution = replace(execution, n_jobs=_n_jobs(n_jobs, self.source, "execution.n_jobs"))
         if compare_sequential is not None:
-            execution = replace(execution, compare_sequential=bool(compare_sequential))
+            execution = replace(execution, compare_sequential=_bool(
+                compare_sequential, self.source, "execution.compare_sequential"))
         if address is not None:
             execution = replace(execution, address=_string(address, self.source,
                                                            "execution.address"))
+        if out is not None and not isinstance(out, (str, os.PathLike)):
+            raise ConfigError(self.source, "output.dir", f"expected a folder path, got {_kind(out)}")
         output = OutputConfig(str(out)) if out is not None else self.output
         schedule = self.schedule
         if cluster_by is not None:
@@ -192,6 +195,9 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Confi
     if isinstance(config, Mapping):
         raw, source = dict(config), "<dict>"
         text = json.dumps(raw, sort_keys=True, default=str)
+    elif not isinstance(config, (str, os.PathLike)):
+        raise ConfigError("<argument>", "config", "expected a config file path, a mapping or a "
+                          f"Config, got {_kind(config)}")
     else:
         source = str(config)
         try:
@@ -336,7 +342,7 @@ def _config(raw: Mapping, source: str, content_hash: str) -> Config:
           source, "")
     name = _string(_required(raw, "name", source, ""), source, "name")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(source, "name", f"{name!r} cannot name a results folder",
+        raise ConfigError(source, "name", f"{_quote(name)} cannot name a results folder",
                           "use letters, digits, '-', '_' or '.'")
     data = _data(_required(raw, "data", source, ""), source, "data")
     define = _define(raw.get("define", {}), source, "define")
@@ -347,7 +353,7 @@ def _config(raw: Mapping, source: str, content_hash: str) -> Config:
     seen: set[str] = set()
     for i, alert in enumerate(alerts):
         if alert.name in seen:
-            raise ConfigError(source, f"alerts[{i}].name", f"duplicate alert name {alert.name!r}")
+            raise ConfigError(source, f"alerts[{i}].name", f"duplicate alert name {_quote(alert.name)}")
         seen.add(alert.name)
     schedule = _schedule(raw.get("schedule", {}), source, "schedule")
     execution = _execution(raw.get("execution", {}), source, "execution")
@@ -382,7 +388,7 @@ def _data(raw: Any, source: str, where: str) -> DataConfig:
 
         zoneinfo.ZoneInfo(timezone)
     except Exception:
-        raise ConfigError(source, f"{where}.timezone", f"unknown time zone {timezone!r}",
+        raise ConfigError(source, f"{where}.timezone", f"unknown time zone {_quote(timezone)}",
                           "use an IANA name like America/New_York") from None
     calendar = raw.get("calendar", "XNYS")
     calendar = "none" if calendar is None or calendar is False else _string(calendar, source,
@@ -400,7 +406,7 @@ def _data(raw: Any, source: str, where: str) -> DataConfig:
             close = difflib.get_close_matches(calendar, names, n=1)
             hint = f"did you mean {close[0]!r}? or `none` to infer sessions from the bars" if close \
                 else "use an exchange_calendars name like XNYS, or `none` to infer sessions"
-            raise ConfigError(source, f"{where}.calendar", f"unknown calendar {calendar!r}", hint)
+            raise ConfigError(source, f"{where}.calendar", f"unknown calendar {_quote(calendar)}", hint)
     bar_stamp = _choice(raw.get("bar_stamp", "open"), ("open", "close"), source, f"{where}.bar_stamp")
     day_starts = raw.get("day_starts")
     if day_starts is not None:
@@ -442,7 +448,7 @@ def _alert(raw: Any, source: str, where: str) -> AlertConfig:
     _keys(raw, _ALERT_KEYS, source, where)
     name = _string(_required(raw, "name", source, where), source, f"{where}.name")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
-        raise ConfigError(source, f"{where}.name", f"{name!r} is not a usable alert name",
+        raise ConfigError(source, f"{where}.name", f"{_quote(name)} is not a usable alert name",
                           "use letters, digits, '_', '-' or '.'")
     when = _expression(_required(raw, "when", source, where), source, f"{where}.when")
     between = _between(raw.get("between"), source, f"{where}.between")
@@ -476,14 +482,14 @@ def _schedule(raw: Any, source: str, where: str) -> ScheduleConfig:
     hint = "use day, week, month, quarter, year, auto, {bars: N} or {count: N}"
     if isinstance(value, Mapping):
         if len(value) != 1 or next(iter(value)) not in ("bars", "count"):
-            raise ConfigError(source, f"{where}.cluster_by", f"{dict(value)!r} is not a layout", hint)
+            raise ConfigError(source, f"{where}.cluster_by", f"{_quote(dict(value))} is not a layout", hint)
         (kind, size), = value.items()
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(source, f"{where}.cluster_by.{kind}",
-                              f"expected a positive integer, got {size!r}")
+                              f"expected a positive integer, got {_quote(size)}")
         return ScheduleConfig(cluster_by=kind, size=size)
     if not isinstance(value, str) or value not in LAYOUTS:
-        raise ConfigError(source, f"{where}.cluster_by", f"{value!r} is not a layout", hint)
+        raise ConfigError(source, f"{where}.cluster_by", f"{_quote(value)} is not a layout", hint)
     return ScheduleConfig(cluster_by=value)
 
 
@@ -501,7 +507,7 @@ def _execution(raw: Any, source: str, where: str) -> ExecutionConfig:
     batch = raw.get("batch_size", "auto")
     if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ConfigError(source, f"{where}.batch_size", f"expected 'auto' or a positive integer, "
-                          f"got {batch!r}")
+                          f"got {_quote(batch)}")
     return ExecutionConfig(backend=backend, n_jobs=n_jobs, compare_sequential=compare,
                            address=address, batch_size=batch)
 
@@ -514,12 +520,12 @@ def _stats(raw: Any, source: str, where: str = "stats") -> StatsConfig:
     bootstrap = raw.get("bootstrap", 0)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ConfigError(source, f"{where}.bootstrap", f"expected 0 (off) or a number of "
-                          f"resamples, got {bootstrap!r}", "for example bootstrap: 2000")
+                          f"resamples, got {_quote(bootstrap)}", "for example bootstrap: 2000")
     periods = raw.get("periods_per_year")
     if periods is not None and (isinstance(periods, bool) or not isinstance(periods, (int, float))
                                 or not 0 < periods < 1e9):
         raise ConfigError(source, f"{where}.periods_per_year", f"expected a positive number, "
-                          f"got {periods!r}", "252 for exchange days, 365 for 24/7")
+                          f"got {_quote(periods)}", "252 for exchange days, 365 for 24/7")
     return StatsConfig(bootstrap=bootstrap,
                        periods_per_year=None if periods is None else float(periods))
 
@@ -538,11 +544,11 @@ def _cooldown(raw: Any, source: str, where: str) -> Cooldown | None:
         ns = parse_duration_ns(raw)
         if ns:
             if ns > MAX_DURATION_DAYS * 86400 * 10**9:
-                raise ConfigError(source, where, f"{raw!r} is longer than {MAX_DURATION_DAYS:,} "
+                raise ConfigError(source, where, f"{_quote(raw)} is longer than {MAX_DURATION_DAYS:,} "
                                   f"days", "use a shorter cooldown, or once_per_day")
             return Cooldown(duration_ns=ns)
     raise ConfigError(source, where, f"expected a duration like '30min' ({DURATION_EXAMPLE}) or a "
-                      f"bar count like 10, got {raw!r}")
+                      f"bar count like 10, got {_quote(raw)}")
 
 
 def _between(raw: Any, source: str, where: str) -> tuple[tuple[int, int], ...]:
@@ -556,7 +562,7 @@ def _between(raw: Any, source: str, where: str) -> tuple[tuple[int, int], ...]:
     for i, window in enumerate(windows):
         here = where if windows is not raw else f"{where}[{i}]"
         if not isinstance(window, list) or len(window) != 2:
-            raise ConfigError(source, here, f"expected [start, end] as \"HH:MM\" strings, got {window!r}")
+            raise ConfigError(source, here, f"expected [start, end] as \"HH:MM\" strings, got {_quote(window)}")
         start, end = (_hhmm(t, source, here) for t in window)
         if end <= start:
             raise ConfigError(source, here, f"end {window[1]} is not after start {window[0]}",
@@ -570,7 +576,7 @@ def _hhmm(value: Any, source: str, where: str) -> int:
         m = _HHMM.match(value.strip())
         if m:
             return int(m.group(1)) * 60 + int(m.group(2))
-    raise ConfigError(source, where, f"expected a time like \"09:30\", got {value!r}")
+    raise ConfigError(source, where, f"expected a time like \"09:30\", got {_quote(value)}")
 
 
 def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
@@ -580,7 +586,7 @@ def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
     for i, item in enumerate(_list(raw, source, where, "[mon, wed, fri]")):
         key = str(item).strip().lower()[:3]
         if key not in WEEKDAYS:
-            raise ConfigError(source, f"{where}[{i}]", f"{item!r} is not a weekday",
+            raise ConfigError(source, f"{where}[{i}]", f"{_quote(item)} is not a weekday",
                               "use mon, tue, wed, thu, fri, sat, sun")
         out.add(WEEKDAYS.index(key))
     return tuple(sorted(out))
@@ -588,7 +594,7 @@ def _days(raw: Any, source: str, where: str) -> tuple[int, ...]:
 
 def _bar_count(count: int, raw: Any, source: str, where: str) -> int:
     if count > MAX_BAR_COUNT:
-        raise ConfigError(source, where, f"{raw!r} is more than {MAX_BAR_COUNT:,} bars")
+        raise ConfigError(source, where, f"{_quote(raw)} is more than {MAX_BAR_COUNT:,} bars")
     return count
 
 
@@ -600,11 +606,11 @@ def _minutes(raw: Any, source: str, where: str) -> int:
     if ns is not None and ns % (60 * 10**9) == 0:
         minutes = ns // (60 * 10**9)
     if minutes is not None and minutes > 24 * 60:
-        raise ConfigError(source, where, f"{raw!r} is longer than a day (1440 minutes)",
+        raise ConfigError(source, where, f"{_quote(raw)} is longer than a day (1440 minutes)",
                           "sessions are shorter than a day")
     if minutes is not None:
         return minutes
-    raise ConfigError(source, where, f"expected whole minutes like 5 or '15min', got {raw!r}")
+    raise ConfigError(source, where, f"expected whole minutes like 5 or '15min', got {_quote(raw)}")
 
 
 def _date(raw: Any, source: str, where: str) -> dt.date | None:
@@ -619,7 +625,7 @@ def _date(raw: Any, source: str, where: str) -> dt.date | None:
             return dt.date.fromisoformat(raw.strip())
         except ValueError:
             pass
-    raise ConfigError(source, where, f"expected a date like 2024-01-02, got {raw!r}")
+    raise ConfigError(source, where, f"expected a date like 2024-01-02, got {_quote(raw)}")
 
 
 def _expression(raw: Any, source: str, where: str) -> str:
@@ -640,7 +646,7 @@ def max_n_jobs() -> int:
 
 def _n_jobs(raw: Any, source: str, where: str) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or raw == 0:
-        raise ConfigError(source, where, f"expected a non-zero integer (-1 = all cores), got {raw!r}")
+        raise ConfigError(source, where, f"expected a non-zero integer (-1 = all cores), got {_quote(raw)}")
     cap = max_n_jobs()
     if abs(raw) > cap:
         raise ConfigError(source, where, f"{raw} workers is more than the {cap} this machine "
@@ -653,14 +659,14 @@ def _choice(raw: Any, choices: tuple[str, ...], source: str, where: str) -> str:
     if isinstance(raw, str) and raw in choices:
         return raw
     close = difflib.get_close_matches(str(raw), choices, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
-    raise ConfigError(source, where, f"{raw!r} is not one of {', '.join(choices)}", hint)
+    raise ConfigError(source, where, f"{_quote(raw)} is not one of {', '.join(choices)}",
+                      f"did you mean {close[0]!r}?" if close else None)
 
 
 def _bool(raw: Any, source: str, where: str) -> bool:
     if isinstance(raw, bool):
         return raw
-    raise ConfigError(source, where, f"expected true or false, got {raw!r}")
+    raise ConfigError(source, where, f"expected true or false, got {_quote(raw)}")
 
 
 def _string(raw: Any, source: str, where: str) -> str:
@@ -679,7 +685,8 @@ def _list(raw: Any, source: str, where: str, example: str) -> list:
     """`raw` when it is a list; a lone value is an error, not a one-element list, so that a
     value meant for another key is not taken silently."""
     if not isinstance(raw, list):
-        single = None if isinstance(raw, Mapping) or raw is None else f"write [{raw}] for one value"
+        single = None if isinstance(raw, Mapping) or raw is None else \
+            f"write [{_quote(raw)[1:-1] if isinstance(raw, str) else raw}] for one value"
         raise ConfigError(source, where, f"expected a list like {example}, got {_kind(raw)}",
                           single)
     return raw
@@ -695,7 +702,8 @@ def _keys(raw: Mapping, allowed: set[str], source: str, where: str) -> None:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(sorted(allowed))}"
-            raise ConfigError(source, f"{where}.{key}" if where else str(key), "unknown key", hint)
+            key = _quote(key)[1:-1] if isinstance(key, str) else _quote(key)
+            raise ConfigError(source, f"{where}.{key}" if where else key, "unknown key", hint)
 
 
 def _kind(value: Any) -> str:
@@ -705,4 +713,10 @@ def _kind(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_quote(value)}"
+
+
+def _quote(value: Any, width: int = 60) -> str:
+    """`value` as a message quotes it: its repr (escaped, one line), cut to `width` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 4] + "...'"

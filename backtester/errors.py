@@ -19,6 +19,14 @@ class BacktestError(Exception):
     detail: str | None = None
 
 
+def _one_line(text: str, width: int = 120) -> str:
+    """`text` with control characters escaped (one line), cut to `width` characters."""
+    if text.isprintable() and len(text) <= width:
+        return text
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 class ConfigError(BacktestError):
     """A config or rule expression is invalid.
 
@@ -27,6 +35,7 @@ class ConfigError(BacktestError):
     """
 
     def __init__(self, source: str, field: str, message: str, hint: str | None = None):
+        field = _one_line(field)   # keys are user data: a key may hold a line break
         self.source, self.field, self.message, self.hint = source, field, message, hint
         text = f"{source}: {field}: {message}" if field else f"{source}: {message}"
         if hint:

@@ -1043,6 +1043,10 @@ class _Parser:
                              column=_MAX_LENGTH)
         if not text.strip():
             raise self.error("empty rule", hint="write a condition such as `rsi(14) < 30`")
+        if "#" in text:   # Python would read the rest of the line as a comment and drop it
+            raise self.error("'#' is not allowed in a rule: it would end the rule there",
+                             hint="rules have no comments; put them in the YAML outside the "
+                                  "quotes", column=text.index("#"))
         modulo = _modulo_column(text)
         if modulo is not None:
             raise self.error(_MODULO, hint=_MODULO_HINT, column=modulo)
@@ -1190,7 +1194,7 @@ class _Parser:
         close = difflib.get_close_matches(name, candidates, n=1)
         hint = f"did you mean {close[0]!r}?" if close else \
             "use a bar field, a definition, an indicator or a function"
-        raise self.error(f"unknown name '{name}'", n, hint)
+        raise self.error(f"unknown name '{_cut(name)}'", n, hint)
 
     def call(self, n: ast.Call, mapping, output) -> Node:
         if not isinstance(n.func, ast.Name):
@@ -1224,7 +1228,7 @@ class _Parser:
             raise self.error(f"'{name}' has no outputs", column=self._attribute_column(output[1]))
         close = difflib.get_close_matches(name, list(FUNCTIONS) + list(indicators.REGISTRY), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "see docs/rules.md for the functions"
-        raise self.error(f"unknown function '{name}'", n, hint)
+        raise self.error(f"unknown function '{_cut(name)}'", n, hint)
 
     def _const(self, arg: ast.AST, what: str, minimum: float = 1) -> float:
         value = _literal(arg)
@@ -1259,7 +1263,7 @@ class _Parser:
                     raise self.error(f"{name}() takes '{key}' by position", kw, usage)
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f"did you mean '{close[0]}='?" if close else usage
-                raise self.error(f"{name}() has no option '{key}'", kw, hint)
+                raise self.error(f"{name}() has no option '{_cut(key)}'", kw, hint)
         by_position = len(spec.args) + len(spec.consts) + sum(o.positional for o in spec.options)
         least = len(spec.args) + sum(1 for c in spec.consts if c not in kwargs)
         if not least <= len(n.args) <= by_position:
@@ -1351,7 +1355,7 @@ class _Parser:
                 choices = ", ".join(spec.outputs) if spec.outputs else "none"
                 close = difflib.get_close_matches(attr, spec.outputs, n=1)
                 hint = f"did you mean '.{close[0]}'?" if close else f"outputs: {choices}"
-                raise self.error(f"{name}() has no output '{attr}'", hint=hint,
+                raise self.error(f"{name}() has no output '{_cut(attr)}'", hint=hint,
                                  column=self._attribute_column(attr_node))
             out_name = attr
         elif spec.outputs:
@@ -1399,6 +1403,11 @@ def _finite(value: int | float) -> float | None:
     return out if np.isfinite(out) else None
 
 
+def _cut(name: str, width: int = 40) -> str:
+    """A name from the rule as an error quotes it: cut to `width` characters."""
+    return name if len(name) <= width else name[:width - 3] + "..."
+
+
 def _caret(text: str, col: int, width: int = 100) -> str:
     """The rule on one line (whitespace shown as spaces), a caret under `col` below it; a long
     rule is cut to `width` characters around the caret."""
@@ -1410,9 +1419,60 @@ def _caret(text: str, col: int, width: int = 100) -> str:
     return f"    {lead}{shown}{tail}\n    {' ' * (len(lead) + col - first)}^"
 
 
-def _src(node: Node) -> str:
-    text = str(node)
-    return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+_SHOWN = 200  # characters of an expression that messages and listings show
+
+
+def _src(node: Node, width: int = _SHOWN) -> str:
+    """`node` as text without its outer parentheses, cut to `width` characters.
+
+    Rendered lazily from a walk that visits each shared node's size once: a chain of
+    definitions each using the previous one twice is a graph of n nodes whose text has 2**n
+    terms, so `str(node)` would never finish.
+    """
+    pieces, length = [], 0
+    for piece in _pieces(node, {}):
+        pieces.append(piece)
+        length += len(piece)
+        if length > width + 2:
+            break
+    text = "".join(pieces)
+    if length <= width + 2:
+        return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+    text = text[1:] if text.startswith("(") else text
+    return text[:width - 3] + "..."
+
+
+def _size(node: Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` has written out as a tree (shared nodes counted per use)."""
+    size = sizes.get(id(node))
+    if size is None:
+        size = sizes[id(node)] = min(1 + sum(_size(c, sizes) for c in node.children()), 10**6)
+    return size
+
+
+def _pieces(node: Node, sizes: dict[int, int]):
+    """The text of `node` (as `str(node)`), piece by piece, big children rendered lazily."""
+    if _size(node, sizes) <= 2000:   # quick to write out; bigger is longer than any cut
+        yield str(node)
+    elif isinstance(node, (Arith, Cmp)):
+        yield "(" if isinstance(node, Arith) else ""
+        yield from _pieces(node.left, sizes)
+        yield f" {node.op} "
+        yield from _pieces(node.right, sizes)
+        yield ")" if isinstance(node, Arith) else ""
+    elif isinstance(node, (Neg, Not)):
+        yield "-" if isinstance(node, Neg) else "not "
+        yield from _pieces(node.operand, sizes)
+    elif isinstance(node, Logic):
+        yield "("
+        for i, item in enumerate(node.items):
+            yield f" {node.op} " if i else ""
+            yield from _pieces(item, sizes)
+        yield ")"
+    else:  # an indicator or function call over big arguments: name(first argument, ...
+        yield f"{node.name}("  # type: ignore[attr-defined]
+        yield from _pieces(node.children()[0], sizes)
+        yield ", ...)"
 
 
 def _rewrite_percentages(text: str) -> tuple[str, list[tuple[int, int]]]:

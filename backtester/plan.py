@@ -75,7 +75,8 @@ class Plan:
         for node, names in uses.items():
             bars, sessions = expr.warmup(node)
             extra = f" + {sessions} sessions" if sessions else ""
-            lines.append(f"  {node}: warm-up {bars} bars{extra}; used by {', '.join(names)}")
+            lines.append(f"  {expr._src(node)}: warm-up {bars} bars{extra}; "
+                         f"used by {', '.join(names)}")
         extra = f" + {self.warmup_sessions} sessions" if self.warmup_sessions else ""
         tail = " (+ to the session close)" if self.lookahead_session else ""
         lines.append(f"cluster halo: {self.warmup_bars} bars{extra} before, "
@@ -114,7 +115,8 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
                                                  alert=alert.name)
             atr = tuple((p, expr.Ind("atr", None, (("period", float(p)),), None))
                         for p in alert.trade.atr_periods)
-        columns = tuple((_column_name(n), n) for n in expr.indicator_nodes(rule))
+        columns = tuple((_column_name(n, k), n)
+                        for k, n in enumerate(expr.indicator_nodes(rule)))
         nodes = [rule, *(n for n in (rearm, exit_rule) if n is not None), *(n for _, n in atr)]
         for node in nodes:
             b, s = expr.warmup(node)
@@ -155,5 +157,8 @@ def compile_plan(config: Config, bar_ns: int = 60 * 10**9) -> Plan:
                 filters=fused.alert_filters(program, alerts))
 
 
-def _column_name(node: expr.Ind) -> str:
-    return str(node).replace(" ", "")
+def _column_name(node: expr.Ind, index: int) -> str:
+    """The alerts table's column for `node`; one cut short (a source too long to show) takes
+    its position among the alert's columns, so two such columns never share a name."""
+    name = expr._src(node, width=120).replace(" ", "")
+    return f"{name}#{index}" if name.endswith("...") else name
