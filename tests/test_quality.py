@@ -267,3 +267,20 @@ def test_outliers_match_a_plain_rolling_median(steps, window, min_returns):
             median = np.median(past)
             expected += bool(median > 0 and r > 3.0 * 1.4826 * median)
     assert quality._outliers_nb(close, session, False, 3.0, window, min_returns) == expected
+
+
+def test_a_run_with_on_holiday_bars_drop_reports_what_it_dropped(tmp_path, monkeypatch):
+    bars = frame("SYNA", minutes("2024-07-03", "10:00", 30) + minutes("2024-07-04", "10:00", 3)
+                 + minutes("2024-07-05", "10:00", 30), close=100 + np.arange(63) % 3)
+    bars["timestamp"] = bars["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    bars.to_csv(tmp_path / "bars.csv", index=False)
+    (tmp_path / "c.yaml").write_text(
+        "name: q\ndata: {path: bars.csv, calendar: XNYS, on_holiday_bars: drop}\n"
+        "alerts:\n  - {name: up, when: 'close > prev(close, 1)'}\n"
+        "execution: {backend: sequential}\noutput: {dir: out}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = backtester.run("c.yaml")
+    assert result.summary["bars"] == 60
+    written = json.loads((tmp_path / "out" / "quality.json").read_text())
+    assert written["totals"]["holiday_bars_dropped"] == 3
+    assert written["symbols"]["SYNA"]["holiday_bars_dropped"] == 3
