@@ -211,7 +211,8 @@ def test_exposure_stays_within_the_account_and_equity_follows_the_trades(case, s
     sides = {"x": 1}
     account = build_account(trades, bars, sides)
     equity, invested = account.equity[OVERALL], account.invested[OVERALL]
-    assert (invested <= equity + 1e-12).all() and (invested >= 0).all()   # cash never < 0
+    # cash never < 0 (to rounding, relative to the equity, which compounding can make large)
+    assert (invested <= equity * (1 + 1e-12) + 1e-12).all() and (invested >= 0).all()
     s = run_stats(trades, bars, sides=sides, account=account)
     exposure = s["overall"]["trades"]["exposure"]
     assert 0.0 <= exposure <= 1.0
