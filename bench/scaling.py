@@ -304,8 +304,10 @@ def events_digest(merged) -> str:
             if hasattr(series.dtype, "tz") or str(series.dtype).startswith("datetime"):
                 values = series.array.asi8 if hasattr(series.array, "asi8") else series.to_numpy()
                 h.update(np.asarray(values).tobytes())
-            elif series.dtype.kind in "fiub":
+            elif isinstance(series.dtype, np.dtype) and series.dtype.kind in "fiub":
                 h.update(np.ascontiguousarray(series.to_numpy()).tobytes())
+            # Extension dtypes (a nullable boolean where an alert lacks a horizon) go by value:
+            # their to_numpy() is an object array, whose bytes are pointers.
             else:
                 h.update("\x1f".join(map(str, series.tolist())).encode())
     return h.hexdigest()
