@@ -11,50 +11,24 @@ bars it returned -28.40% where we (and it, with $1e12) return -28.60%.
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 pytest.importorskip("backtesting")
-from backtesting import Backtest, Strategy  # noqa: E402
 
 import backtester  # noqa: E402
 from backtester.bars import from_frame  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_peer_backtesting import (  # noqa: E402
-    MAX_BARS,
-    STOP_LOSS,
-    TAKE_PROFIT,
-    random_walk_bars,
-    rsi_cross_below_30,
-)
+from test_peer_backtesting import random_walk_bars, run_peer  # noqa: E402
 
 
 def test_one_symbol_account_matches_backtesting_py_equity():
     df = random_walk_bars(14, 6000)   # its last signal is 280 bars before the end
     df.index = pd.date_range("2024-01-01 00:00", periods=len(df), freq="1min")
-    signal = rsi_cross_below_30(df.Close.to_numpy())
-
-    class RsiBracket(Strategy):
-        def init(self):
-            self.signal = self.I(lambda: signal.astype(float), name="signal", plot=False)
-
-        def next(self):
-            i = len(self.data) - 1
-            for trade in self.trades:
-                if i - trade.entry_bar + 1 >= MAX_BARS:
-                    trade.close()
-            if self.signal[-1] and not self.position and not self.orders:
-                base = self.data.Close[-1]
-                self.buy(sl=base * (1 - STOP_LOSS), tp=base * (1 + TAKE_PROFIT))
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peer = Backtest(df, RsiBracket, cash=1e12, commission=0, trade_on_close=False,
-                        finalize_trades=False).run()
+    peer = run_peer(df, "signal_close", size=None)   # all in, as our one-symbol account
     frame = df.rename(columns=str.lower).rename_axis("timestamp").reset_index()
     frame["timestamp"] = frame["timestamp"].dt.tz_localize("UTC")
     frame["symbol"] = "AAA"

@@ -87,7 +87,16 @@ def rsi_cross_below_30(close: np.ndarray) -> np.ndarray:
 
 
 def peer_trades(df: pd.DataFrame, convention: str) -> pd.DataFrame:
-    """Run backtesting.py; `convention` is signal_close | fill_next_bar | fill_entry_bar."""
+    """backtesting.py's trades, one share each; `convention` is signal_close | fill_next_bar |
+    fill_entry_bar."""
+    trades = run_peer(df, convention, size=1)["_trades"]
+    return trades.sort_values("EntryTime").reset_index(drop=True)
+
+
+def run_peer(df: pd.DataFrame, convention: str, size: float | None = 1) -> pd.Series:
+    """backtesting.py's statistics for the RSI bracket on `df`, with $1e12 of cash; `size`
+    shares per trade, or None for all the cash it has (whole shares)."""
+    order = {} if size is None else {"size": size}
     signal = rsi_cross_below_30(df.Close.to_numpy())
     next_open = np.r_[df.Open.to_numpy()[1:], np.nan]
 
@@ -109,19 +118,17 @@ def peer_trades(df: pd.DataFrame, convention: str) -> pd.DataFrame:
                 elif convention == "fill_entry_bar":
                     base = next_open[i]
                 else:
-                    self.buy(size=1)
+                    self.buy(**order)
                     return
                 if np.isnan(base):
                     return
-                self.buy(size=1, sl=base * (1 - STOP_LOSS), tp=base * (1 + TAKE_PROFIT))
+                self.buy(**order, sl=base * (1 - STOP_LOSS), tp=base * (1 + TAKE_PROFIT))
 
     bt = Backtest(df, RsiBracket, cash=1e12, commission=0, trade_on_close=False,
                   exclusive_orders=False, finalize_trades=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stats = bt.run()
-    trades = stats["_trades"]
-    return trades.sort_values("EntryTime").reset_index(drop=True)
+        return bt.run()
 
 
 def our_trades(df: pd.DataFrame, spec: TradeSpec) -> pd.DataFrame:
